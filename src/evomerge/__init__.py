@@ -1,0 +1,41 @@
+"""evomerge: automated model merging.
+
+Public API (the CLI says the same things with the same names)::
+
+    from evomerge import load_recipe, merge
+    merge(load_recipe("recipe.yaml"), "out/merged")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from evomerge.errors import ConfigError, EvomergeError, ModelError
+from evomerge.merge import MergePlan, merge_to_disk
+from evomerge.recipe import MergeRecipe, load_recipe
+
+__version__ = "0.1.0"
+
+
+def merge(recipe: MergeRecipe | str | Path | dict[str, Any], out: str | Path, **options: Any
+          ) -> Path:
+    """Merge a recipe (object, YAML path or dict) into a checkpoint at ``out``.
+
+    Options match ``evomerge merge``: device, dtype, out_dtype, force, seed, shard_size.
+    """
+    if not isinstance(recipe, MergeRecipe):
+        recipe = load_recipe(recipe)
+    return merge_to_disk(recipe, out, **options)
+
+
+__all__ = [
+    "ConfigError",
+    "EvomergeError",
+    "MergePlan",
+    "MergeRecipe",
+    "ModelError",
+    "load_recipe",
+    "merge",
+    "merge_to_disk",
+]

@@ -1,0 +1,121 @@
+"""The ``evomerge`` command line: one command per job, same names as the Python API.
+
+User mistakes (``EvomergeError``) print one line on stderr and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from evomerge.errors import EvomergeError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="evomerge: merge language models and search merge recipes automatically.")
+err = Console(stderr=True)
+
+
+@app.command()
+def merge(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML (mergekit schema).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")],
+    device: Annotated[str, typer.Option(help="Compute device: cpu or cuda[:N].")] = "cpu",
+    dtype: Annotated[Optional[str], typer.Option(
+        help="Compute dtype (default float32).")] = None,
+    out_dtype: Annotated[Optional[str], typer.Option(
+        help="Storage dtype (default: the recipe's out_dtype/dtype, else the base's).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed for stochastic methods (DARE, DELLA).")] = 0,
+    shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 2GB.")] = "2GB",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Merge the models of RECIPE into a Hugging Face checkpoint at OUT."""
+    from evomerge.io.writer import parse_size
+    from evomerge.merge.disk import merge_to_disk
+    from evomerge.recipe import load_recipe
+
+    parsed = load_recipe(recipe)
+    size = parse_size(shard_size)
+    start = time.perf_counter()
+    with _progress(quiet, "merging") as update:
+        path = merge_to_disk(parsed, out, device=device, dtype=dtype, out_dtype=out_dtype,
+                             force=force, seed=seed, shard_size=size, progress=update)
+    if not quiet:
+        err.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
+
+
+@app.command("methods")
+def list_methods() -> None:
+    """List merge methods and their parameters."""
+    from evomerge.merge.registry import methods
+
+    for name, m in sorted(methods().items()):
+        params = []
+        for p in m.params():
+            default = "required" if p.required else repr(p.default)
+            scope = "per model" if p.meta.per_model else "shared"
+            params.append(f"{p.name} ({p.type.__name__}, {scope}, {default})")
+        base = {"required": "base required", "optional": "base optional",
+                "input": "no base"}[m.base]
+        typer.echo(f"{name:18s} [{base}] " + ", ".join(params))
+
+
+class _progress:
+    """A rich progress bar with ETA, as a callback ``update(done, total)``."""
+
+    def __init__(self, quiet: bool, label: str) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.label = label
+        self.bar: Progress | None = None
+        self.task = None
+
+    def __enter__(self):  # noqa: ANN204
+        if self.quiet:
+            return None
+        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("tensors"), TimeRemainingColumn(),
+                            console=err, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(self.label, total=None)
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        assert self.bar is not None and self.task is not None
+        self.bar.update(self.task, completed=done, total=total)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the app, turning user mistakes into one line and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EvomergeError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        err.print("interrupted; nothing was written under the output path")
+        raise SystemExit(130) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:
+        raise SystemExit(1) from None
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Recipe -> checkpoint on disk: the engine behind ``evomerge merge``.
+
+Everything that can be wrong with the inputs is checked before the first byte is written; the
+output appears under its final name only when complete (see ``CheckpointWriter``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from evomerge.errors import ConfigError
+from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
+from evomerge.merge.planner import MergePlan, parse_dtype
+from evomerge.recipe import MergeRecipe
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "tokenizer.model", "vocab.json", "vocab.txt", "merges.txt",
+                   "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                   "spiece.model")
+RECIPE_FILE = "mergekit_config.yml"
+Progress = Callable[[int, int], None]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device} is not supported (use cpu or cuda)")
+    return dev
+
+
+def open_sources(recipe: MergeRecipe) -> dict[str, Checkpoint]:
+    return {m: Checkpoint(m) for m in recipe.referenced_models()}
+
+
+def compute_dtype_for(recipe: MergeRecipe, override: str | torch.dtype | None) -> torch.dtype:
+    """float32 unless asked otherwise (float64 recipes keep float64)."""
+    if isinstance(override, torch.dtype):
+        return override
+    if override is not None:
+        return parse_dtype(override, "compute dtype") or torch.float32
+    return torch.float64 if parse_dtype(recipe.dtype) == torch.float64 else torch.float32
+
+
+def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
+                  dtype: str | torch.dtype | None = None, out_dtype: str | None = None,
+                  force: bool = False, seed: int = 0, shard_size: int = DEFAULT_SHARD_BYTES,
+                  progress: Progress | None = None) -> Path:
+    """Merge ``recipe`` into a Hugging Face checkpoint directory at ``out``."""
+    out = Path(out).resolve()
+    prepare_output(out, force)
+    dev = resolve_device(device)
+    compute = compute_dtype_for(recipe, dtype)
+    sources = open_sources(recipe)
+    plan = MergePlan.build(recipe, sources, seed=seed,
+                           out_dtype=parse_dtype(out_dtype, "out_dtype"))
+    total = len(plan.tasks)
+    with CheckpointWriter(out, plan.slots(), force=force, max_shard_bytes=shard_size,
+                          metadata={"merged_by": "evomerge"}) as writer:
+        for done, (task, tensor) in enumerate(plan.tensors(dev, compute), start=1):
+            writer.write(task.out.name, tensor)
+            if progress is not None:
+                progress(done, total)
+        _write_metadata(writer, plan, sources, out.name)
+        return writer.commit()
+
+
+def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str, Checkpoint],
+                    out_name: str) -> None:
+    recipe = plan.recipe
+    reference = sources[plan.reference]
+    if plan.config is not None:
+        config = dict(plan.config)
+        out_dtype = {t.out.dtype for t in plan.tasks if t.out.dtype.is_floating_point}
+        if len(out_dtype) == 1:
+            key = "torch_dtype" if "torch_dtype" in config else "dtype"  # transformers < 5 / 5
+            config[key] = str(next(iter(out_dtype))).removeprefix("torch.")
+        writer.write_json("config.json", config)
+    gen = reference.path / "generation_config.json"
+    if gen.exists():
+        writer.copy_file(gen)
+    tok_source = reference.path
+    if recipe.tokenizer_source not in (None, "base"):
+        tok_source = Path(recipe.tokenizer_source)
+        if not tok_source.is_dir():
+            raise ConfigError(f"tokenizer_source {recipe.tokenizer_source!r} is not a directory")
+    for fname in TOKENIZER_FILES:
+        if (tok_source / fname).exists():
+            writer.copy_file(tok_source / fname)
+    if recipe.chat_template and (writer.tmp / "tokenizer_config.json").exists():
+        cfg = json.loads((writer.tmp / "tokenizer_config.json").read_text())
+        cfg["chat_template"] = recipe.chat_template
+        writer.write_json("tokenizer_config.json", cfg)
+    writer.write_text(RECIPE_FILE, recipe.to_yaml())
+    writer.write_text("README.md", model_card(recipe, out_name))
+
+
+def model_card(recipe: MergeRecipe, name: str) -> str:
+    models = "\n".join(f"- `{m}`" for m in recipe.referenced_models())
+    base = f"`{recipe.base_model}`" if recipe.base_model else "none"
+    return (
+        "---\ntags:\n- merge\n- evomerge\nlibrary_name: transformers\n---\n"
+        f"# {name}\n\n"
+        f"This model was merged with [evomerge](https://pypi.org/project/evomerge/) using the "
+        f"**{recipe.merge_method}** method.\n\n"
+        f"Base model: {base}\n\nModels merged:\n\n{models}\n\n"
+        "## Recipe\n\nThe recipe below (also saved as `mergekit_config.yml`) reproduces this "
+        "model with `evomerge merge` or `mergekit-yaml`:\n\n"
+        f"```yaml\n{recipe.to_yaml()}```\n"
+    )
+
+

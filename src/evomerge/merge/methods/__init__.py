@@ -1,0 +1,5 @@
+"""Built-in merge methods; importing this package registers them."""
+
+from evomerge.merge.methods import linear, model_stock, passthrough, slerp, task_arithmetic
+
+__all__ = ["linear", "model_stock", "passthrough", "slerp", "task_arithmetic"]

@@ -1,0 +1,357 @@
+"""Recipe -> per-tensor tasks -> merged tensors, on disk or in memory.
+
+``MergePlan.build`` validates everything a merge needs before any arithmetic runs (methods,
+model count, tensor presence and shapes, every parameter value for every tensor), so a user
+mistake fails in a second with one line and nothing written. ``MergePlan.tensors`` then yields
+merged tensors one at a time; the caller streams them to a ``CheckpointWriter`` or copies them
+into a live model.
+"""
+
+from __future__ import annotations
+
+import copy
+import zlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from evomerge.errors import ConfigError, ModelError
+from evomerge.io.checkpoint import TensorSource
+from evomerge.io.naming import TensorInfo, classify, is_tied, num_layers_of, tied_source
+from evomerge.io.writer import TensorSlot
+from evomerge.merge.params import resolve
+from evomerge.merge.registry import MergeMethod, ParamSpec, get_method
+from evomerge.recipe import MergeRecipe, Parameters
+
+DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+    "float16": torch.float16, "fp16": torch.float16, "half": torch.float16,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16, "float64": torch.float64,
+}
+
+
+def parse_dtype(name: str | None, what: str = "dtype") -> torch.dtype | None:
+    if name is None:
+        return None
+    try:
+        return DTYPES[str(name).lower()]
+    except KeyError:
+        raise ConfigError(f"{what} {name!r} is not one of float32, float16, bfloat16, "
+                          "float64") from None
+
+
+@dataclass
+class TensorTask:
+    """How to produce one output tensor."""
+
+    out: TensorSlot
+    info: TensorInfo
+    inputs: list[tuple[str, str]]  # (model, tensor name) for each non-base input, recipe order
+    base: tuple[str, str] | None
+    shared: dict[str, Any] = field(default_factory=dict)
+    per_model: dict[str, list[Any]] = field(default_factory=dict)
+    copy_only: bool = False  # non-float tensors: copied from the reference model
+    seed: int = 0
+
+
+@dataclass
+class _Group:
+    """One set of inputs merged together: all models (``models:``) or one output slice."""
+
+    models: list[str]  # inputs in recipe order
+    base: str | None
+    params: dict[str, Parameters | None]  # per-model parameters
+    scopes: list[Parameters | None]  # shared scopes, most specific first
+
+
+class MergePlan:
+    """A validated recipe bound to its tensor sources."""
+
+    def __init__(self, recipe: MergeRecipe, sources: Mapping[str, TensorSource],
+                 method: MergeMethod, tasks: list[TensorTask], config: dict[str, Any] | None,
+                 reference: str, seed: int) -> None:
+        self.recipe = recipe
+        self.sources = sources
+        self.method = method
+        self.tasks = tasks
+        self.config = config
+        self.reference = reference
+        self.seed = seed
+
+    # -- building ---------------------------------------------------------------------------
+    @classmethod
+    def build(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource], *, seed: int = 0,
+              out_dtype: torch.dtype | None = None) -> MergePlan:
+        method = get_method(recipe.merge_method)
+        missing = [m for m in recipe.referenced_models() if m not in sources]
+        if missing:
+            raise ModelError(f"no tensor source given for model {missing[0]!r}")
+        out_dtype = out_dtype or parse_dtype(recipe.out_dtype, "out_dtype") or parse_dtype(
+            recipe.dtype)
+        builder = _Builder(recipe, sources, method, seed, out_dtype)
+        tasks, config, reference = (builder.from_slices() if recipe.slices
+                                    else builder.from_models())
+        return cls(recipe, sources, method, tasks, config, reference, seed)
+
+    # -- running ----------------------------------------------------------------------------
+    def slots(self) -> list[TensorSlot]:
+        return [task.out for task in self.tasks]
+
+    def compute(self, task: TensorTask, device: str | torch.device = "cpu",
+                dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The merged tensor for one task, in the task's output dtype, on ``device``."""
+        if task.copy_only:
+            model, name = task.inputs[0]
+            return self.sources[model].get(name).to(device)
+
+        def load(ref: tuple[str, str]) -> torch.Tensor:
+            t = self.sources[ref[0]].get(ref[1])
+            return t.to(device=device, dtype=dtype, non_blocking=True)
+
+        tensors = [load(ref) for ref in task.inputs]
+        base = load(task.base) if task.base is not None else None
+        kwargs: dict[str, Any] = {}
+        for spec in self.method.shared:
+            kwargs[spec.arg] = task.shared[spec.name]
+        for spec in self.method.per_model:
+            kwargs[spec.arg] = task.per_model[spec.name]
+        generator = None
+        if self.method.stochastic:
+            generator = torch.Generator(device=torch.device(device))
+            generator.manual_seed(task.seed)
+        out = self.method(tensors, base, generator=generator, **kwargs)
+        return out.to(task.out.dtype)
+
+    def tensors(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+                ) -> Iterator[tuple[TensorTask, torch.Tensor]]:
+        for task in self.tasks:
+            yield task, self.compute(task, device, dtype)
+
+    def merge_to_dict(self, device: str | torch.device = "cpu",
+                      dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+        return {task.out.name: t for task, t in self.tensors(device, dtype)}
+
+    def merge_into(self, module: torch.nn.Module, dtype: torch.dtype = torch.float32) -> None:
+        """Copy merged tensors into a live model in place (no disk). Tied parameters appear
+        once in the module's state dict and are written once."""
+        state = module.state_dict(keep_vars=True)
+        device = next(module.parameters()).device
+        with torch.no_grad():
+            for task in self.tasks:
+                target = state.get(task.out.name)
+                if target is None:
+                    raise ModelError(f"the live model has no parameter {task.out.name}")
+                target.copy_(self.compute(task, device, dtype))
+
+
+def stable_seed(seed: int, name: str) -> int:
+    """Per-tensor seed independent of tensor order, so results do not depend on scheduling."""
+    return zlib.crc32(f"{seed}:{name}".encode()) & 0x7FFFFFFF
+
+
+class _Builder:
+    def __init__(self, recipe: MergeRecipe, sources: Mapping[str, TensorSource],
+                 method: MergeMethod, seed: int, out_dtype: torch.dtype | None) -> None:
+        self.recipe = recipe
+        self.sources = sources
+        self.method = method
+        self.seed = seed
+        self.out_dtype = out_dtype
+
+    # -- input groups -----------------------------------------------------------------------
+    def _split_base(self, group: _Group, where: str) -> tuple[list[str], str | None]:
+        """(non-base inputs, base) for this method's base policy; checks input counts."""
+        m = self.method
+        if m.base == "input":
+            inputs, base = list(group.models), None
+        else:
+            base = group.base
+            inputs = [x for x in group.models if x != base]
+            if m.base == "required" and base is None:
+                raise ConfigError(f"{m.name} needs a base_model{where}")
+        n = len(inputs)
+        if n < m.min_models or (m.max_models is not None and n > m.max_models):
+            want = (f"exactly {m.min_models}" if m.max_models == m.min_models
+                    else f"at least {m.min_models}" if m.max_models is None
+                    else f"{m.min_models} to {m.max_models}")
+            kind = "input model" if m.base == "input" else "model besides the base"
+            raise ConfigError(f"{m.name} takes {want} {kind}{'s' if want != 'exactly 1' else ''}"
+                              f", got {n}{where}")
+        return inputs, base
+
+    def from_models(self) -> tuple[list[TensorTask], dict[str, Any] | None, str]:
+        r = self.recipe
+        assert r.models is not None
+        models = [m.model for m in r.models]
+        if r.base_model and r.base_model not in models and self.method.base != "input":
+            models.append(r.base_model)
+        group = _Group(models=models, base=r.base_model,
+                       params={m.model: m.parameters for m in r.models},
+                       scopes=[r.parameters])
+        inputs, base = self._split_base(group, "")
+        reference = r.base_model if r.base_model else models[0]
+        ref = self.sources[reference]
+        n_layers = num_layers_of(ref.config, ref.names())
+        tasks = []
+        for name in ref.names():
+            info = classify(name)
+            t = _layer_t(info.layer, 0, n_layers)
+            refs = {m: name for m in set(inputs) | ({base} if base else set())}
+            tasks.append(self._task(name, info, refs, inputs, base, reference, group, t))
+        return tasks, copy.deepcopy(ref.config), reference
+
+    def from_slices(self) -> tuple[list[TensorTask], dict[str, Any] | None, str]:
+        r = self.recipe
+        assert r.slices is not None
+        groups: list[tuple[_Group, list[str], str | None]] = []
+        for k, s in enumerate(r.slices):
+            where = f" (slice {k})"
+            lengths = {src.layer_range[1] - src.layer_range[0] for src in s.sources}
+            if len(lengths) != 1:
+                raise ConfigError(f"all sources of slice {k} must span the same number of layers")
+            models = [src.model for src in s.sources]
+            if len(set(models)) != len(models):
+                raise ConfigError(f"slice {k} names the same model twice")
+            base = s.base_model or r.base_model
+            if base is not None and base not in models and self.method.base != "input":
+                if self.method.base == "required":
+                    raise ConfigError(f"the base model {base!r} must be one of the sources of "
+                                      f"slice {k} for {self.method.name}")
+                base = None
+            group = _Group(models=models, base=base,
+                           params={src.model: src.parameters for src in s.sources},
+                           scopes=[s.parameters, r.parameters])
+            inputs, base = self._split_base(group, where)
+            for src in s.sources:
+                n = num_layers_of(self.sources[src.model].config, self.sources[src.model].names())
+                if src.layer_range[1] > n:
+                    raise ConfigError(f"slice {k}: layer_range {list(src.layer_range)} is beyond "
+                                      f"the {n} layers of model {src.model!r}")
+            groups.append((group, inputs, base))
+
+        ref_model = r.base_model or r.slices[0].sources[0].model
+        ref = self.sources[ref_model] if ref_model in self.sources else None
+        tasks: list[TensorTask] = []
+        first_group, last_group = groups[0], groups[-1]
+        first_src = r.slices[0].sources[0].model
+        last_src = r.slices[-1].sources[0].model
+        # tensors outside the layers: embeddings from the first slice, the rest from the last
+        for name in self.sources[first_src].names():
+            info = classify(name)
+            if info.layer is not None or info.kind != "embedding":
+                continue
+            g, inputs, base = first_group
+            refs = {m: name for m in g.models}
+            tasks.append(self._task(name, info, refs, inputs, base, first_src, g, 0.0))
+        out_layer = 0
+        layer_sources: list[int] = []
+        for (g, inputs, base), s in zip(groups, r.slices):
+            length = s.sources[0].layer_range[1] - s.sources[0].layer_range[0]
+            lead = s.sources[0]
+            lead_names = self.sources[lead.model].names()
+            for idx in range(length):
+                t = _layer_t(idx, 0, length)
+                src_layer = lead.layer_range[0] + idx
+                for name in lead_names:
+                    info = classify(name)
+                    if info.layer != src_layer:
+                        continue
+                    refs = {src.model: info.with_layer(src.layer_range[0] + idx)
+                            for src in s.sources}
+                    out_name = info.with_layer(out_layer)
+                    out_info = classify(out_name)
+                    tasks.append(self._task(out_name, out_info, refs, inputs, base, lead.model, g,
+                                            t))
+                layer_sources.append(src_layer)
+                out_layer += 1
+        for name in self.sources[last_src].names():
+            info = classify(name)
+            if info.layer is not None or info.kind == "embedding":
+                continue
+            g, inputs, base = last_group
+            refs = {m: name for m in g.models}
+            tasks.append(self._task(name, info, refs, inputs, base, last_src, g, 0.0))
+        config = copy.deepcopy((ref or self.sources[first_src]).config)
+        if config is not None:
+            _set_layer_count(config, out_layer, layer_sources)
+        return tasks, config, ref_model if ref is not None else first_src
+
+    # -- one tensor -------------------------------------------------------------------------
+    def _task(self, out_name: str, info: TensorInfo, refs: dict[str, str], inputs: list[str],
+              base: str | None, reference: str, group: _Group, t: float) -> TensorTask:
+        ref_src = self.sources[reference]
+        ref_name = refs.get(reference, out_name)
+        resolved: dict[str, str] = {}
+        for model, name in refs.items():
+            src = self.sources[model]
+            names = set(src.names())
+            if name in names:
+                resolved[model] = name
+                continue
+            tied = tied_source(name, names)
+            if tied is not None and (is_tied(src.config) or src.config is None):
+                resolved[model] = tied
+                continue
+            raise ModelError(f"tensor {name} is missing in model {model!r} "
+                             f"(present in {reference!r})")
+        shape = tuple(ref_src.shape(resolved.get(reference, ref_name)))
+        for model, name in resolved.items():
+            other = tuple(self.sources[model].shape(name))
+            if other != shape:
+                raise ModelError(f"shape mismatch for tensor {name}: model {model!r} has "
+                                 f"{list(other)}, {reference!r} has {list(shape)}")
+        stored = ref_src.dtype(resolved.get(reference, ref_name))
+        if not stored.is_floating_point:
+            slot = TensorSlot(out_name, shape, stored)
+            return TensorTask(out=slot, info=info, inputs=[(reference, resolved[reference])],
+                              base=None, copy_only=True)
+        slot = TensorSlot(out_name, shape, self.out_dtype or stored)
+        shared = {p.name: self._value(p, group.scopes, out_name, t, None)
+                  for p in self.method.shared}
+        per_model = {p.name: [self._value(p, [group.params.get(m), *group.scopes],
+                                          resolved[m], t, m) for m in inputs]
+                     for p in self.method.per_model}
+        return TensorTask(
+            out=slot, info=info, inputs=[(m, resolved[m]) for m in inputs],
+            base=(base, resolved[base]) if base is not None else None,
+            shared=shared, per_model=per_model, seed=stable_seed(self.seed, out_name),
+        )
+
+    def _value(self, spec: ParamSpec, scopes: list[Parameters | None], tensor: str, t: float,
+               model: str | None) -> Any:
+        where = f" for model {model!r}" if model else ""
+        try:
+            value = resolve(spec.name, scopes, tensor, t, spec.validate)
+        except ConfigError as exc:
+            raise ConfigError(f"{self.method.name}: {exc}{where} (tensor {tensor})") from None
+        if value is None:
+            if spec.required:
+                raise ConfigError(f"{self.method.name}: parameter {spec.name} is required"
+                                  f"{where} (tensor {tensor})")
+            return spec.default
+        return value
+
+
+def _layer_t(layer: int | None, start: int, count: int) -> float:
+    """Position of a layer in its slice in [0, 1], as mergekit computes gradients over it."""
+    if layer is None:
+        return 0.0
+    if count <= 1:
+        return 1.0
+    return (layer - start) / (count - 1)
+
+
+def _set_layer_count(config: dict[str, Any], n: int, layer_sources: list[int]) -> None:
+    """Stacked models: update the layer count and per-layer lists (e.g. ``layer_types``)."""
+    targets = [config] + ([config["text_config"]] if isinstance(config.get("text_config"), dict)
+                          else [])
+    for cfg in targets:
+        for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+            if isinstance(cfg.get(key), int):
+                cfg[key] = n
+        for key in ("layer_types",):
+            values = cfg.get(key)
+            if isinstance(values, list) and values and max(layer_sources) < len(values):
+                cfg[key] = [values[i] for i in layer_sources]

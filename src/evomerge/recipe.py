@@ -1,0 +1,175 @@
+"""The recipe: a plain, serialisable description of one merge, in mergekit's YAML schema.
+
+An existing mergekit configuration for the supported methods loads unchanged. The recipe is
+the boundary between search and merging: search spaces produce recipes, the merge engine
+consumes them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import TypeAlias
+
+from evomerge.errors import ConfigError
+
+Scalar: TypeAlias = Union[bool, int, float, str]
+ScalarOrGradient: TypeAlias = Union[Scalar, list[Scalar]]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ConditionalParameter(_Strict):
+    """A value that applies to tensors whose name contains ``filter`` (all when omitted)."""
+
+    value: ScalarOrGradient
+    filter: str | None = None
+
+
+ParameterSetting: TypeAlias = Union[ConditionalParameter, list[ConditionalParameter],
+                                    ScalarOrGradient]
+Parameters: TypeAlias = dict[str, ParameterSetting]
+
+
+class InputModel(_Strict):
+    model: str
+    parameters: Parameters | None = None
+
+
+class InputSlice(_Strict):
+    model: str
+    layer_range: tuple[int, int]
+    parameters: Parameters | None = None
+
+    @field_validator("layer_range")
+    @classmethod
+    def _ordered(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if v[0] < 0 or v[1] <= v[0]:
+            raise ValueError(f"layer_range {list(v)} must satisfy 0 <= start < end")
+        return v
+
+
+class OutputSlice(_Strict):
+    sources: list[InputSlice] = Field(min_length=1)
+    base_model: str | None = None
+    residual_weight: float | None = None
+    parameters: Parameters | None = None
+
+
+class MergeRecipe(_Strict):
+    """mergekit's MergeConfiguration, restricted to what evomerge implements."""
+
+    merge_method: str
+    models: list[InputModel] | None = None
+    slices: list[OutputSlice] | None = None
+    modules: dict[str, Any] | None = None
+    base_model: str | None = None
+    parameters: Parameters | None = None
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    tokenizer: dict[str, Any] | None = None
+    chat_template: str | None = None
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> MergeRecipe:
+        if self.modules:
+            raise ValueError("'modules' recipes are not supported; use 'models' or 'slices'")
+        if bool(self.models) == bool(self.slices):
+            raise ValueError("exactly one of 'models' or 'slices' must be given")
+        if self.tokenizer:
+            raise ValueError("'tokenizer' (vocabulary merging) is not supported; "
+                             "use tokenizer_source: base or a model path")
+        if self.tokenizer_source == "union":
+            raise ValueError("tokenizer_source: union is not supported; use base or a model")
+        for model in self.referenced_models():
+            if "+" in model and not Path(model).exists():
+                raise ValueError(f"model {model!r}: LoRA references (model+adapter) are not "
+                                 "supported")
+        return self
+
+    def referenced_models(self) -> list[str]:
+        """Every model path the recipe names, in first-mention order."""
+        seen: dict[str, None] = {}
+        if self.base_model:
+            seen[self.base_model] = None
+        for m in self.models or []:
+            seen[m.model] = None
+        for s in self.slices or []:
+            if s.base_model:
+                seen[s.base_model] = None
+            for src in s.sources:
+                seen[src.model] = None
+        return list(seen)
+
+    def to_yaml(self) -> str:
+        data = self.model_dump(mode="json", exclude_none=True)
+        return yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
+
+    def with_models_resolved(self, base_dir: Path) -> MergeRecipe:
+        """Model paths made absolute: as given if they exist from the CWD, else relative to
+        ``base_dir`` (the recipe file's directory)."""
+        mapping = {m: _resolve(m, base_dir) for m in self.referenced_models()}
+        data = self.model_dump(mode="python")
+
+        def fix(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {k: (mapping.get(v, v) if k in ("model", "base_model")
+                            and isinstance(v, str) else fix(v)) for k, v in obj.items()}
+            if isinstance(obj, list):
+                return [fix(v) for v in obj]
+            return obj
+
+        return MergeRecipe.model_validate(fix(data))
+
+
+def _resolve(model: str, base_dir: Path) -> str:
+    p = Path(model).expanduser()
+    if p.is_absolute() or p.exists():
+        return str(p.resolve()) if p.exists() else str(p)
+    candidate = base_dir / p
+    return str(candidate.resolve()) if candidate.exists() else model
+
+
+def load_recipe(source: str | Path | dict[str, Any]) -> MergeRecipe:
+    """Parse and validate a recipe from a YAML file, YAML text or a dict."""
+    base_dir = Path.cwd()
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source) if not (isinstance(source, str) and "\n" in source) else None
+        if path is not None:
+            if not path.exists():
+                raise ConfigError(f"recipe file {path} does not exist")
+            text = path.read_text()
+            base_dir = path.resolve().parent
+        else:
+            text = str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"recipe is not valid YAML{where}: "
+                              f"{getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("recipe must be a YAML mapping with merge_method and models or slices")
+    try:
+        recipe = MergeRecipe.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid recipe: {format_validation_error(exc)}") from None
+    return recipe.with_models_resolved(base_dir)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """The first pydantic error as one line: 'models.0.parameters: message'."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err.get("loc", ()) if not str(p).startswith("function-"))
+    msg = err.get("msg", "invalid value").removeprefix("Value error, ")
+    extra = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{loc}: {msg}{extra}" if loc else f"{msg}{extra}"

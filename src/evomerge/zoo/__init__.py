@@ -1,0 +1,1 @@
+"""Offline world: tiny example models (and, later, the trained demo zoo)."""

@@ -1,0 +1,95 @@
+"""Deterministic tiny Hugging Face models for examples and tests (no downloads).
+
+``make_family`` writes a random base model and fine-tunes of it (base + small random task
+vectors), each a real checkpoint (``config.json``, safetensors, char-level tokenizer) that
+``AutoModelForCausalLM.from_pretrained`` loads.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma", "gpt2")
+CHARS = string.ascii_letters + string.digits + " .,:;?!+-*/=()'\n"
+
+
+def tiny_config(arch: str, layers: int = 4, hidden: int = 32, vocab: int | None = None) -> Any:
+    """A transformers config of ``arch`` small enough to build in milliseconds."""
+    import transformers as tf
+
+    vocab = vocab or len(CHARS) + 4
+    common: dict[str, Any] = dict(vocab_size=vocab, bos_token_id=1, eos_token_id=2,
+                                  pad_token_id=0)
+    decoder = dict(hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+                   num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                   **common)
+    if arch == "llama":
+        return tf.LlamaConfig(**decoder, tie_word_embeddings=False)
+    if arch == "mistral":
+        return tf.MistralConfig(**decoder, sliding_window=64, tie_word_embeddings=False)
+    if arch == "qwen2":
+        return tf.Qwen2Config(**decoder, tie_word_embeddings=False)
+    if arch == "gemma":
+        return tf.GemmaConfig(**decoder, head_dim=hidden // 4, tie_word_embeddings=True)
+    if arch == "gpt2":
+        return tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=128,
+                             **common)
+    raise ValueError(f"unknown tiny architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+
+
+def char_tokenizer() -> Any:
+    """A char-level fast tokenizer that exports and reloads with AutoTokenizer."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<s>", "</s>", "<unk>"]
+    vocab = {tok: i for i, tok in enumerate(specials + list(CHARS))}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(pattern="", behavior="isolated")
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                   eos_token="</s>", unk_token="<unk>")
+
+
+def make_family(arch: str, out_dir: str | Path, n_finetunes: int = 2, seed: int = 0,
+                delta_scale: float = 0.05, layers: int = 4, hidden: int = 32,
+                dtype: torch.dtype = torch.float32, max_shard_size: str | None = None,
+                tokenizer: bool = True) -> list[Path]:
+    """Write ``base`` and ``ft1..ftN`` under ``out_dir``; returns their paths (base first)."""
+    from transformers import AutoModelForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_config(arch, layers=layers, hidden=hidden)
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_config(cfg).to(dtype)
+    base_state = {k: v.detach().clone() for k, v in base.state_dict().items()}
+    tok = char_tokenizer() if tokenizer else None
+    paths = []
+    gen = torch.Generator().manual_seed(seed + 1)
+    for i in range(n_finetunes + 1):
+        model = base
+        if i > 0:
+            model = AutoModelForCausalLM.from_config(cfg).to(dtype)
+            state = {}
+            for k, v in base_state.items():
+                if v.is_floating_point():
+                    scale = float(v.float().std()) if v.numel() > 1 else 1.0
+                    scale = scale if scale > 0 else 0.02
+                    noise = torch.randn(v.shape, generator=gen) * scale * delta_scale
+                    state[k] = (v.float() + noise).to(v.dtype)
+                else:
+                    state[k] = v
+            model.load_state_dict(state, strict=False)
+            if getattr(cfg, "tie_word_embeddings", False):
+                model.tie_weights()
+        path = out / ("base" if i == 0 else f"ft{i}")
+        kwargs = {"max_shard_size": max_shard_size} if max_shard_size else {}
+        model.save_pretrained(path, safe_serialization=True, **kwargs)
+        if tok is not None:
+            tok.save_pretrained(path)
+        paths.append(path)
+    return paths
