@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -26,9 +26,9 @@ def merge(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML (mergekit schema).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")],
     device: Annotated[str, typer.Option(help="Compute device: cpu or cuda[:N].")] = "cpu",
-    dtype: Annotated[Optional[str], typer.Option(
+    dtype: Annotated[str | None, typer.Option(
         help="Compute dtype (default float32).")] = None,
-    out_dtype: Annotated[Optional[str], typer.Option(
+    out_dtype: Annotated[str | None, typer.Option(
         help="Storage dtype (default: the recipe's out_dtype/dtype, else the base's).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     seed: Annotated[int, typer.Option(help="Seed for stochastic methods (DARE, DELLA).")] = 0,

@@ -8,16 +8,15 @@ consumes them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from typing_extensions import TypeAlias
 
 from evomerge.errors import ConfigError
 
-Scalar: TypeAlias = Union[bool, int, float, str]
-ScalarOrGradient: TypeAlias = Union[Scalar, list[Scalar]]
+Scalar: TypeAlias = bool | int | float | str
+ScalarOrGradient: TypeAlias = Scalar | list[Scalar]
 
 
 class _Strict(BaseModel):
@@ -31,8 +30,7 @@ class ConditionalParameter(_Strict):
     filter: str | None = None
 
 
-ParameterSetting: TypeAlias = Union[ConditionalParameter, list[ConditionalParameter],
-                                    ScalarOrGradient]
+ParameterSetting: TypeAlias = ConditionalParameter | list[ConditionalParameter] | ScalarOrGradient
 Parameters: TypeAlias = dict[str, ParameterSetting]
 
 

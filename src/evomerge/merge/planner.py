@@ -232,7 +232,7 @@ class _Builder:
             groups.append((group, inputs, base))
 
         ref_model = r.base_model or r.slices[0].sources[0].model
-        ref = self.sources[ref_model] if ref_model in self.sources else None
+        ref = self.sources.get(ref_model, None)
         tasks: list[TensorTask] = []
         first_group, last_group = groups[0], groups[-1]
         first_src = r.slices[0].sources[0].model
@@ -247,7 +247,7 @@ class _Builder:
             tasks.append(self._task(name, info, refs, inputs, base, first_src, g, 0.0))
         out_layer = 0
         layer_sources: list[int] = []
-        for (g, inputs, base), s in zip(groups, r.slices):
+        for (g, inputs, base), s in zip(groups, r.slices, strict=False):
             length = s.sources[0].layer_range[1] - s.sources[0].layer_range[0]
             lead = s.sources[0]
             lead_names = self.sources[lead.model].names()

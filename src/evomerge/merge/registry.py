@@ -73,13 +73,15 @@ class ParamSpec:
             ) from None
         m = self.meta
         if self.type in (float, int):
-            too_low = m.low is not None and (value < m.low or (value == m.low and not m.low_inclusive))
+            too_low = m.low is not None and (
+                value < m.low or (value == m.low and not m.low_inclusive))
             too_high = m.high is not None and (
                 value > m.high or (value == m.high and not m.high_inclusive))
             if too_low or too_high:
-                lo = "[" if m.low_inclusive else "("
-                hi = "]" if m.high_inclusive else ")"
-                rng = f"{lo}{'-inf' if m.low is None else m.low}, {'inf' if m.high is None else m.high}{hi}"
+                low = "-inf" if m.low is None else m.low
+                high = "inf" if m.high is None else m.high
+                rng = (f"{'[' if m.low_inclusive else '('}{low}, "
+                       f"{high}{']' if m.high_inclusive else ')'}")
                 raise ConfigError(f"parameter {self.name}={value} is out of range {rng}")
         return value
 

@@ -20,7 +20,7 @@ def linear(
 ) -> torch.Tensor:
     """sum_i w_i x_i, divided by sum_i w_i when ``normalize``."""
     out = torch.zeros_like(tensors[0])
-    for x, w in zip(tensors, weight):
+    for x, w in zip(tensors, weight, strict=False):
         out.add_(x, alpha=w)
     if normalize:
         total = sum(weight)

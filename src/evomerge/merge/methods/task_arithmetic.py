@@ -125,7 +125,7 @@ def dare_ties(tensors: list[torch.Tensor], base: torch.Tensor, *, weight: Weight
 
 def _della(density: list[float], epsilon: list[float], rescale: bool,
            generator: torch.Generator | None) -> Sparsifier:
-    for d, e in zip(density, epsilon):
+    for d, e in zip(density, epsilon, strict=False):
         if d < 1 and (d + e >= 1 or d - e <= 0) and d > 0:
             raise ConfigError(f"della: density {d} +/- epsilon {e} must stay inside (0, 1)")
     return lambda t, i: sparsify.della_magprune(t, density[i], epsilon[i], rescale, generator)
