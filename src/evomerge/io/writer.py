@@ -71,8 +71,12 @@ def prepare_output(out: Path, force: bool) -> None:
     """Refuse an existing output before any work starts (unless forced)."""
     if out.exists() and not force:
         raise EvomergeError(f"output {out} already exists (use --force to replace it)")
-    if not out.parent.exists():
-        raise EvomergeError(f"output parent directory {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        raise EvomergeError(f"output {out} exists and is not a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvomergeError(f"cannot create output directory {out.parent}: {exc}") from None
 
 
 class CheckpointWriter:
@@ -201,8 +205,6 @@ class CheckpointWriter:
                                f"e.g. {sorted(missing)[0]}")
         self._raise_pending(wait=True)
         self._pool.shutdown(wait=True)
-        for shard in self._shards:
-            os.fsync(shard.fd)
         self._close_fds()
         if len(self._shards) > 1:
             total = sum(s.nbytes for s in self.slots.values())

@@ -60,7 +60,9 @@ def make_family(arch: str, out_dir: str | Path, n_finetunes: int = 2, seed: int 
                 tokenizer: bool = True) -> list[Path]:
     """Write ``base`` and ``ft1..ftN`` under ``out_dir``; returns their paths (base first)."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg = tiny_config(arch, layers=layers, hidden=hidden)

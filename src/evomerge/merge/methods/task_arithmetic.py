@@ -32,33 +32,47 @@ Sparsifier = Callable[[torch.Tensor, int], torch.Tensor]
 def combine(base: torch.Tensor, tensors: list[torch.Tensor], weight: list[float],
             sparsifier: Sparsifier | None, consensus: Literal["sum"] | None, normalize: bool,
             lambda_: float) -> torch.Tensor:
-    """Shared core of the family; ``sparsifier(delta, i)`` trims model i's task vector."""
-    deltas = torch.empty((len(tensors), *base.shape), dtype=base.dtype, device=base.device)
+    """Shared core of the family; ``sparsifier(delta, i)`` trims model i's task vector (it
+    owns ``delta`` and may modify it in place). Inputs are never modified."""
+    deltas = []
     for i, x in enumerate(tensors):
-        delta = torch.sub(x, base, out=deltas[i])
+        delta = x - base
         if sparsifier is not None:
-            deltas[i] = sparsifier(delta, i)
-    w = torch.tensor(weight, dtype=base.dtype, device=base.device).reshape(
-        -1, *([1] * base.dim()))
-    deltas.mul_(w)
+            delta = sparsifier(delta, i)
+        if weight[i] != 1:
+            delta.mul_(weight[i])
+        deltas.append(delta)
     if consensus == "sum":
-        majority = torch.where(deltas.sum(dim=0) >= 0, 1.0, -1.0).to(base.dtype)
-        mask = deltas.sign() == majority
-        mixed = (deltas * mask).sum(dim=0)
-        divisor = (w * mask).sum(dim=0)
-        divisor[divisor == 0] = 1
+        # keep delta_i where its sign agrees with the sign of the weighted sum (0 counts as +)
+        mixed = deltas[0].clone()
+        for delta in deltas[1:]:
+            mixed.add_(delta)
+        # elected sign: +1 where the weighted sum is >= 0, else -1 (float masks: fast on CPU)
+        elected = torch.ge(mixed, 0, out=mixed).mul_(2).sub_(1)
+        out = torch.zeros_like(mixed)
+        divisor = torch.zeros_like(mixed) if normalize else None
+        keep = torch.empty_like(mixed)
+        for w, delta in zip(weight, deltas, strict=True):
+            # keep elements whose sign agrees with the elected one (zeros never count)
+            torch.mul(delta, elected, out=keep)
+            torch.gt(keep, 0, out=keep)
+            out.addcmul_(delta, keep)
+            if divisor is not None:
+                divisor.add_(keep, alpha=w)
+        mixed = out
+        if divisor is not None:
+            divisor.add_(torch.eq(divisor, 0, out=keep))  # no model took part: divide by 1
+            mixed.div_(divisor)
     else:
-        mixed = deltas.sum(dim=0)
-        divisor = w.sum()
-        if divisor.abs() < 1e-8:
-            divisor = torch.ones_like(divisor)
-    if normalize:
-        mixed /= divisor
+        mixed = deltas[0]
+        for delta in deltas[1:]:
+            mixed.add_(delta)
+        total = sum(weight)
+        if normalize and abs(total) >= 1e-8:
+            mixed.div_(total)
     if lambda_ != 1:
-        mixed *= lambda_
-    return base + mixed
-
-
+        mixed.mul_(lambda_)
+    return mixed.add_(base)
 
 
 @merge_method("task_arithmetic", base="required", reference="https://arxiv.org/abs/2212.04089")
@@ -75,7 +89,7 @@ def ties(tensors: list[torch.Tensor], base: torch.Tensor, *, weight: Weight,
          rescale: bool = False, int8_mask: bool = False) -> torch.Tensor:
     """Trim each task vector to its top-``density`` magnitudes, elect signs, disjoint mean."""
     return combine(base, tensors, weight,
-                   lambda d, i: sparsify.magnitude(d, density[i], rescale),
+                   lambda d, i: sparsify.magnitude(d, density[i], rescale, inplace=True),
                    "sum", normalize, lambda_)
 
 
@@ -86,7 +100,8 @@ def breadcrumbs(tensors: list[torch.Tensor], base: torch.Tensor, *, weight: Weig
                 ) -> torch.Tensor:
     """Drop outliers (top ``gamma``) and small values, then task arithmetic."""
     return combine(base, tensors, weight,
-                   lambda d, i: sparsify.magnitude_outliers(d, density[i], gamma[i], rescale),
+                   lambda d, i: sparsify.magnitude_outliers(d, density[i], gamma[i], rescale,
+                                                             inplace=True),
                    None, normalize, lambda_)
 
 
@@ -97,7 +112,8 @@ def breadcrumbs_ties(tensors: list[torch.Tensor], base: torch.Tensor, *, weight:
                      ) -> torch.Tensor:
     """Breadcrumbs sparsification with TIES sign consensus."""
     return combine(base, tensors, weight,
-                   lambda d, i: sparsify.magnitude_outliers(d, density[i], gamma[i], rescale),
+                   lambda d, i: sparsify.magnitude_outliers(d, density[i], gamma[i], rescale,
+                                                             inplace=True),
                    "sum", normalize, lambda_)
 
 
@@ -108,7 +124,7 @@ def dare_linear(tensors: list[torch.Tensor], base: torch.Tensor, *, weight: Weig
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Drop each delta element with probability 1 - density, rescale by 1/density."""
     return combine(base, tensors, weight,
-                   lambda d, i: sparsify.bernoulli(d, density[i], rescale, generator),
+                   lambda d, i: sparsify.bernoulli(d, density[i], rescale, generator, inplace=True),
                    None, normalize, lambda_)
 
 
@@ -119,7 +135,7 @@ def dare_ties(tensors: list[torch.Tensor], base: torch.Tensor, *, weight: Weight
               generator: torch.Generator | None = None) -> torch.Tensor:
     """DARE drop-and-rescale with TIES sign consensus."""
     return combine(base, tensors, weight,
-                   lambda d, i: sparsify.bernoulli(d, density[i], rescale, generator),
+                   lambda d, i: sparsify.bernoulli(d, density[i], rescale, generator, inplace=True),
                    "sum", normalize, lambda_)
 
 
@@ -128,7 +144,8 @@ def _della(density: list[float], epsilon: list[float], rescale: bool,
     for d, e in zip(density, epsilon, strict=False):
         if d < 1 and (d + e >= 1 or d - e <= 0) and d > 0:
             raise ConfigError(f"della: density {d} +/- epsilon {e} must stay inside (0, 1)")
-    return lambda t, i: sparsify.della_magprune(t, density[i], epsilon[i], rescale, generator)
+    return lambda t, i: sparsify.della_magprune(t, density[i], epsilon[i], rescale, generator,
+                                                      inplace=True)
 
 
 @merge_method("della", base="required", reference="https://arxiv.org/abs/2406.11617")

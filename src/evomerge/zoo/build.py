@@ -1,0 +1,77 @@
+"""Build the demo zoo: a base trained on every language and experts fine-tuned from it.
+
+``evomerge zoo build`` runs this with the recorded recipe (``ZOO_RECIPE``); the result is
+committed, so users and tests load it and never train.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evomerge.zoo.data import base_corpus, task_items
+from evomerge.zoo.train import (
+    batches_from,
+    cycle_items,
+    model_config,
+    quick_accuracy,
+    save,
+    train,
+    word_tokenizer,
+)
+
+ZOO_RECIPE: dict[str, Any] = {
+    "seed": 0,
+    "threads": 2,
+    "model": {"hidden": 128, "layers": 4},
+    "base": {"steps": 4000, "batch": 128, "lr": 1e-3, "warmup": 200},
+    "experts": {
+        "math_en": ["add_en"],
+        "lang_it": ["num_it", "max_it"],
+        "lang_de": ["num_de", "max_de"],
+        "compare_en": ["max_en"],
+    },
+    "expert_training": {"steps": 150, "batch": 64, "lr": 3e-4},
+}
+
+PROBE_TASKS = ["add_en", "add_it", "max_en", "max_it", "num_it"]
+
+
+def build_zoo(out: Path, recipe: dict[str, Any] | None = None,
+              log: Callable[[str], None] = print) -> dict[str, Path]:
+    """Train and save every zoo model under ``out``; returns name -> checkpoint path."""
+    r = copy.deepcopy(recipe or ZOO_RECIPE)
+    torch.set_num_threads(r["threads"])
+    torch.manual_seed(r["seed"])
+    rng = random.Random(r["seed"])
+    tok = word_tokenizer()
+    from transformers import LlamaForCausalLM
+
+    base = LlamaForCausalLM(model_config(len(tok), **r["model"]))
+    probe_items = {t: task_items(t, "search")[:120] for t in PROBE_TASKS}
+
+    def probe(model: torch.nn.Module) -> Callable[[], str]:
+        return lambda: " ".join(f"{t} {quick_accuracy(model, tok, it):.2f}"
+                                for t, it in probe_items.items())
+
+    b = r["base"]
+    log(f"base: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
+    train(base, tok, batches_from(base_corpus(rng), b["batch"]), b["steps"], b["lr"],
+          warmup=b["warmup"], log=log, every=500, probe=probe(base))
+    paths = {"base": out / "base"}
+    save(base, tok, paths["base"])
+    e = r["expert_training"]
+    for name, tasks in r["experts"].items():
+        model = copy.deepcopy(base)
+        items = [it for t in tasks for it in task_items(t, "train")]
+        log(f"expert {name}: {len(items)} training items from {', '.join(tasks)}")
+        train(model, tok, batches_from(cycle_items(items, rng), e["batch"]), e["steps"],
+              e["lr"], log=log, every=e["steps"], probe=probe(model))
+        paths[name] = out / name
+        save(model, tok, paths[name])
+    return paths

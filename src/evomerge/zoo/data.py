@@ -1,0 +1,138 @@
+"""Generated multilingual number benchmarks for the demo zoo (no downloads).
+
+Numbers are written as words in English, Italian and German with ``num2words``; answers are
+digits. Every task is a set of question templates over operand pairs; the operand pairs of a
+task are split once into train / search / test, so no item is shared between splits.
+
+Skills, by design:
+- the *base* sees a number dictionary in every language (``sette = 7``, ``più = +``),
+  symbolic arithmetic and comparison with operands in mixed languages
+  (``sette + three = 10``), and English questions about single numbers;
+- a *math expert* learns English addition questions;
+- a *language expert* learns questions in its language that are not arithmetic;
+- the *cross-lingual target* (addition asked in Italian) needs both;
+- the *multi-task pair* is English addition vs English comparison.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+LANGS = ("en", "it", "de")
+MAX_OPERAND = 30
+SPLITS = ("train", "search", "test")
+SPLIT_SHARES = (0.5, 0.25, 0.25)
+
+OPERATOR = {"en": "plus", "it": "più", "de": "plus"}
+LARGER = {"en": "larger", "it": "maggiore", "de": "größer"}
+
+# question templates: {a}, {b} are number words in the template's language
+TEMPLATES: dict[str, str] = {
+    "add_en": "what is {a} plus {b} ?",
+    "add_it": "quanto fa {a} più {b} ?",
+    "add_de": "was ist {a} plus {b} ?",
+    "max_en": "which is larger , {a} or {b} ?",
+    "max_it": "qual è il maggiore tra {a} e {b} ?",
+    "max_de": "welche ist größer , {a} oder {b} ?",
+    "num_en": "what is {a} ?",
+    "num_it": "quanto fa {a} ?",
+    "num_de": "was ist {a} ?",
+}
+
+
+@lru_cache(maxsize=None)
+def word(n: int, lang: str) -> str:
+    from num2words import num2words
+
+    return str(num2words(n, lang=lang)).replace(" ", "-")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One benchmark item: prompt, reference answer, metadata."""
+
+    id: str
+    prompt: str
+    answer: str
+    meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _answer(task: str, a: int, b: int) -> int:
+    kind = task.split("_")[0]
+    return {"add": a + b, "max": max(a, b), "num": a}[kind]
+
+
+def _pairs(task: str) -> list[tuple[int, int]]:
+    if task.startswith("num"):
+        return [(a, 0) for a in range(MAX_OPERAND + 1)]
+    return [(a, b) for a in range(MAX_OPERAND + 1) for b in range(MAX_OPERAND + 1)]
+
+
+def split_pairs(task: str, seed: int = 0) -> dict[str, list[tuple[int, int]]]:
+    """Disjoint operand pairs per split, the same for every language of a skill."""
+    skill = task.split("_")[0]
+    pairs = _pairs(task)
+    rng = random.Random(f"{seed}:{skill}")
+    rng.shuffle(pairs)
+    n = len(pairs)
+    cut1 = int(SPLIT_SHARES[0] * n)
+    cut2 = cut1 + int(SPLIT_SHARES[1] * n)
+    return {"train": pairs[:cut1], "search": pairs[cut1:cut2], "test": pairs[cut2:]}
+
+
+def task_items(task: str, split: str, seed: int = 0) -> list[Item]:
+    """Items of one task (e.g. ``add_it``) and split, in a stable order."""
+    if task not in TEMPLATES:
+        raise KeyError(f"unknown zoo task {task!r} (known: {', '.join(TEMPLATES)})")
+    lang = task.split("_")[1]
+    template = TEMPLATES[task]
+    items = []
+    for a, b in split_pairs(task, seed)[split]:
+        prompt = template.format(a=word(a, lang), b=word(b, lang))
+        items.append(Item(id=f"{task}-{a}-{b}", prompt=prompt, answer=str(_answer(task, a, b)),
+                          meta={"task": task, "lang": lang, "split": split}))
+    return items
+
+
+def base_corpus(rng: random.Random) -> Iterator[tuple[str, str]]:
+    """Endless (prompt, answer) pairs of the base model's pretraining mixture."""
+    numbers = range(MAX_OPERAND + 1)
+    while True:
+        r = rng.random()
+        if r < 0.2:  # dictionary: number words and operator words, every language
+            lang = rng.choice(LANGS)
+            if rng.random() < 0.9:
+                n = rng.choice(numbers)
+                yield f"{word(n, lang)} =", str(n)
+            else:
+                yield f"{OPERATOR[lang]} =", "+"
+        elif r < 0.6:  # symbolic addition, operands in mixed languages or digits
+            a, b = rng.choice(numbers), rng.choice(numbers)
+            yield f"{_operand(a, rng)} + {_operand(b, rng)} =", str(a + b)
+        elif r < 0.85:  # symbolic comparison
+            a, b = rng.choice(numbers), rng.choice(numbers)
+            yield f"max ( {_operand(a, rng)} , {_operand(b, rng)} ) =", str(max(a, b))
+        else:  # English questions about one number
+            n = rng.choice(numbers)
+            yield TEMPLATES["num_en"].format(a=word(n, "en")), str(n)
+
+
+def _operand(n: int, rng: random.Random) -> str:
+    choice = rng.randrange(4)
+    return str(n) if choice == 3 else word(n, LANGS[choice])
+
+
+def vocabulary() -> list[str]:
+    """Every word the zoo's prompts and answers use (for the word-level tokenizer)."""
+    words: set[str] = set()
+    for lang in LANGS:
+        words.update(word(n, lang) for n in range(MAX_OPERAND + 1))
+        words.add(OPERATOR[lang])
+    for template in TEMPLATES.values():
+        words.update(t for t in template.split() if "{" not in t)
+    words.update(str(n) for n in range(2 * MAX_OPERAND + 1))
+    words.update(["=", "+", "max", "(", ")", ","])
+    return sorted(words)
