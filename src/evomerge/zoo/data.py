@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 
 LANGS = ("en", "it", "de")
 MAX_OPERAND = 30
@@ -43,7 +43,7 @@ TEMPLATES: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def word(n: int, lang: str) -> str:
     from num2words import num2words
 

@@ -1,0 +1,250 @@
+"""Model + task -> per-item correctness: the one thing estimators and search consume.
+
+An ``Evaluator`` holds one live model and its tokenizer; the search loop swaps weights in
+place between calls, and prompts are tokenized once per task and reused for every candidate.
+Generation is greedy (transformers' ``generate``: batched, left padding, stops as soon as every
+sequence has finished). Exact-match generative tasks have a fast path that checks the
+reference answer under teacher forcing in one forward pass, which gives the same verdict as
+greedy decoding whenever the reference is the model's own tokenization of the answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from evomerge.errors import ConfigError
+from evomerge.eval.extract import get_rule, matches
+from evomerge.eval.tasks import Item, Task
+
+Method = Literal["auto", "generate", "teacher_forced"]
+
+
+@dataclass
+class EvalResult:
+    """Per-item results aligned to ``ids``."""
+
+    task: str
+    ids: list[str]
+    correct: np.ndarray  # bool, one per id
+    outputs: list[str]  # generated text (after stop strings) or the chosen choice
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.correct.mean()) if len(self.correct) else float("nan")
+
+    def as_dict(self) -> dict[str, bool]:
+        return dict(zip(self.ids, self.correct.tolist(), strict=True))
+
+
+class Evaluator:
+    """Evaluates one live model on tasks; reuse it across weight updates."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 16,
+                 acc: Literal["acc", "acc_norm"] = "acc") -> None:
+        self.model = model
+        self.tok = tokenizer
+        self.batch_size = batch_size
+        self.acc = acc
+        if getattr(tokenizer, "pad_token_id", None) is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self._prompts: dict[tuple[str, str], list[int]] = {}
+        self._answers: dict[tuple[str, str], list[int]] = {}
+        self._stop_ids: dict[tuple[str, ...], set[int]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- public ----------------------------------------------------------------------------
+    def __call__(self, task: Task, item_ids: Sequence[str] | None = None,
+                 method: Method = "auto") -> EvalResult:
+        items = list(task.subset(item_ids).items) if item_ids is not None else list(task.items)
+        if task.kind == "multiple_choice":
+            correct, outputs = self._multiple_choice(task, items)
+        else:
+            if method == "auto":
+                method = ("teacher_forced" if task.extract == "exact" and task.language is None
+                          else "generate")
+            if method == "teacher_forced":
+                if task.extract != "exact" or task.language is not None:
+                    raise ConfigError("the teacher-forced fast path needs extract: exact and no "
+                                      "language check")
+                correct, outputs = self._teacher_forced(task, items)
+            else:
+                correct, outputs = self._generate(task, items)
+        return EvalResult(task=task.name, ids=[it.id for it in items],
+                          correct=np.asarray(correct, dtype=bool), outputs=outputs)
+
+    # -- encoding (cached per task and item) -----------------------------------------------
+    def _prompt_ids(self, task: Task, item: Item) -> list[int]:
+        key = (task.name, item.id)
+        ids = self._prompts.get(key)
+        if ids is None:
+            ids = self.tok(item.prompt, add_special_tokens=True)["input_ids"]
+            self._prompts[key] = ids
+        return ids
+
+    def _continuation_ids(self, task: Task, item: Item, text: str) -> list[int]:
+        key = (task.name, item.id + "\x00" + text)
+        ids = self._answers.get(key)
+        if ids is None:
+            ids = self.tok(task.target_delimiter + text if not _word_level(self.tok) else text,
+                           add_special_tokens=False)["input_ids"]
+            self._answers[key] = ids
+        return ids
+
+    def _left_pad(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        n = max(len(r) for r in rows)
+        ids = torch.full((len(rows), n), self.tok.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), n), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, n - len(r):] = torch.tensor(r)
+            mask[i, n - len(r):] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+
+    # -- generative ------------------------------------------------------------------------
+    @torch.no_grad()
+    def _generate(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
+        rule = get_rule(task.extract)
+        correct, outputs = [], []
+        self.model.eval()
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start: start + self.batch_size]
+            ids, mask = self._left_pad([self._prompt_ids(task, it) for it in chunk])
+            kwargs: dict[str, Any] = dict(max_new_tokens=task.max_new_tokens, do_sample=False,
+                                          pad_token_id=self.tok.pad_token_id)
+            if task.stop:
+                kwargs["stopping_criteria"] = _stop_criteria(self.tok, task.stop, ids.shape[1])
+            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+            for it, row in zip(chunk, out[:, ids.shape[1]:], strict=True):
+                text = self.tok.decode(row, skip_special_tokens=True)
+                text = _cut_at_stop(text, task.stop)
+                ok = matches(rule(text, task.regex), it.answer, task.extract)
+                if ok and task.language is not None:
+                    ok = detect_language(text) == task.language
+                correct.append(ok)
+                outputs.append(text)
+        return correct, outputs
+
+    def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
+        cached = self._stop_ids.get(stops)
+        if cached is None:
+            cached = {self.tok.eos_token_id}
+            if stops:
+                for tok_id in range(len(self.tok)):
+                    text = self.tok.decode([tok_id])
+                    if text and any(text.startswith(s) for s in stops):
+                        cached.add(tok_id)
+            self._stop_ids[stops] = cached
+        return cached
+
+    @torch.no_grad()
+    def _teacher_forced(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
+        """Correct iff, fed the prompt and the reference, the model's argmax reproduces every
+        reference token and then ends (end of sequence or a stop string)."""
+        stop_ids = self._stop_token_ids(task.stop)
+        correct, outputs = [], []
+        self.model.eval()
+        for start in range(0, len(items), self.batch_size):
+            chunk = items[start: start + self.batch_size]
+            prompts = [self._prompt_ids(task, it) for it in chunk]
+            answers = [self._continuation_ids(task, it, it.answer) for it in chunk]
+            rows = [p + a for p, a in zip(prompts, answers, strict=True)]
+            ids, mask = self._left_pad(rows)
+            pred = self._forward(ids, mask).argmax(-1).cpu()
+            width = ids.shape[1]
+            for i, a in enumerate(answers):
+                first = width - len(a) - 1  # position predicting the first answer token
+                got = pred[i, first: width].tolist()  # len(a) + 1 predictions
+                ok = got[: len(a)] == a and got[len(a)] in stop_ids
+                correct.append(ok)
+                outputs.append(chunk[i].answer if ok else self.tok.decode(got[: len(a)]))
+        return correct, outputs
+
+    # -- multiple choice -------------------------------------------------------------------
+    @torch.no_grad()
+    def _multiple_choice(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
+        pairs = [(i, c) for i, it in enumerate(items) for c in range(len(it.choices or ()))]
+        scores = torch.empty(len(pairs), dtype=torch.float64)
+        self.model.eval()
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start: start + self.batch_size]
+            ctxs = [self._prompt_ids(task, items[i]) for i, _ in chunk]
+            conts = [self._continuation_ids(task, items[i], items[i].choices[c])  # type: ignore[index]
+                     for i, c in chunk]
+            ids, mask = self._left_pad([x + y for x, y in zip(ctxs, conts, strict=True)])
+            logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1).cpu()
+            width = ids.shape[1]
+            for j, cont in enumerate(conts):
+                positions = torch.arange(width - len(cont) - 1, width - 1)
+                ll = logprobs[j, positions, torch.tensor(cont)].sum().item()
+                if self.acc == "acc_norm":
+                    i, c = chunk[j]
+                    ll /= max(1, len(items[i].choices[c].encode()))  # type: ignore[index]
+                scores[start + j] = ll
+        correct, outputs = [], []
+        k = 0
+        for it in items:
+            n = len(it.choices or ())
+            best = int(scores[k: k + n].argmax())
+            correct.append(best == it.gold)
+            outputs.append(it.choices[best])  # type: ignore[index]
+            k += n
+        return correct, outputs
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task,
+             item_ids: Sequence[str] | None = None, *, batch_size: int = 16,
+             method: Method = "auto", acc: Literal["acc", "acc_norm"] = "acc") -> EvalResult:
+    """Per-item correctness of ``model`` on ``task`` (optionally a subset of item ids)."""
+    return Evaluator(model, tokenizer, batch_size=batch_size, acc=acc)(task, item_ids, method)
+
+
+def _stop_criteria(tok: Any, stops: tuple[str, ...], prompt_len: int) -> Any:
+    """Per-sequence stop on decoded text. transformers' own ``stop_strings`` needs a
+    tokenizer with byte-level or sentencepiece pieces and fails on word-level vocabularies."""
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopOnText(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any
+                     ) -> torch.Tensor:
+            texts = tok.batch_decode(input_ids[:, prompt_len:], skip_special_tokens=True)
+            done = [any(s in t for s in stops) for t in texts]
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([StopOnText()])
+
+
+def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:
+    cut = len(text)
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            cut = min(cut, i)
+    return text[:cut]
+
+
+def _word_level(tok: Any) -> bool:
+    """Word-level tokenizers split on whitespace: no leading-space delimiter in continuations."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    return backend is not None and type(backend.model).__name__ == "WordLevel"
+
+
+def detect_language(text: str) -> str:
+    """ISO 639-1 code of ``text`` with an offline detector (py3langid's bundled model)."""
+    try:
+        import py3langid
+    except ImportError:  # pragma: no cover
+        raise ConfigError("the answer-language check needs `pip install py3langid` "
+                          "(extra [lang])") from None
+    return str(py3langid.classify(text)[0])
