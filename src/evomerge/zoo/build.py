@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from evomerge.zoo.data import base_corpus, task_items
+from evomerge.zoo.data import Item, base_corpus, task_items
 from evomerge.zoo.train import (
     batches_from,
     cycle_items,
@@ -30,6 +30,8 @@ ZOO_RECIPE: dict[str, Any] = {
     "threads": 2,
     "model": {"hidden": 128, "layers": 4},
     "base": {"steps": 4000, "batch": 128, "lr": 1e-3, "warmup": 200},
+    "base_data": {"dict_langs": ["en", "it", "de"], "operand_langs": ["en", "it", "de"],
+                  "qa_tasks": ["num_en"]},
     "experts": {
         "math_en": ["add_en"],
         "lang_it": ["num_it", "max_it"],
@@ -61,7 +63,10 @@ def build_zoo(out: Path, recipe: dict[str, Any] | None = None,
 
     b = r["base"]
     log(f"base: {sum(p.numel() for p in base.parameters()) / 1e6:.2f}M parameters")
-    train(base, tok, batches_from(base_corpus(rng), b["batch"]), b["steps"], b["lr"],
+    d = r["base_data"]
+    corpus = base_corpus(rng, tuple(d["dict_langs"]), tuple(d["operand_langs"]),
+                         tuple(d["qa_tasks"]))
+    train(base, tok, batches_from(corpus, b["batch"]), b["steps"], b["lr"],
           warmup=b["warmup"], log=log, every=500, probe=probe(base))
     paths = {"base": out / "base"}
     save(base, tok, paths["base"])
@@ -69,6 +74,8 @@ def build_zoo(out: Path, recipe: dict[str, Any] | None = None,
     for name, tasks in r["experts"].items():
         model = copy.deepcopy(base)
         items = [it for t in tasks for it in task_items(t, "train")]
+        items += [Item(f"dict-{w}", f"{w} =", v) for w, v in r.get("expert_dict", {}).get(
+            name, {}).items()]
         log(f"expert {name}: {len(items)} training items from {', '.join(tasks)}")
         train(model, tok, batches_from(cycle_items(items, rng), e["batch"]), e["steps"],
               e["lr"], log=log, every=e["steps"], probe=probe(model))

@@ -97,32 +97,40 @@ def task_items(task: str, split: str, seed: int = 0) -> list[Item]:
     return items
 
 
-def base_corpus(rng: random.Random) -> Iterator[tuple[str, str]]:
-    """Endless (prompt, answer) pairs of the base model's pretraining mixture."""
+def base_corpus(rng: random.Random, dict_langs: tuple[str, ...] = LANGS,
+                operand_langs: tuple[str, ...] = LANGS,
+                qa_tasks: tuple[str, ...] = ("num_en",)) -> Iterator[tuple[str, str]]:
+    """Endless (prompt, answer) pairs of the base model's pretraining mixture: a dictionary
+    of number and operator words (``dict_langs``), symbolic addition and comparison with
+    operands in ``operand_langs`` or digits, and question tasks ``qa_tasks``."""
     numbers = range(MAX_OPERAND + 1)
     while True:
         r = rng.random()
-        if r < 0.2:  # dictionary: number words and operator words, every language
-            lang = rng.choice(LANGS)
+        if r < 0.2 or (r >= 0.85 and not qa_tasks):
+            lang = rng.choice(dict_langs)
             if rng.random() < 0.9:
                 n = rng.choice(numbers)
                 yield f"{word(n, lang)} =", str(n)
             else:
                 yield f"{OPERATOR[lang]} =", "+"
-        elif r < 0.6:  # symbolic addition, operands in mixed languages or digits
+        elif r < 0.6:
             a, b = rng.choice(numbers), rng.choice(numbers)
-            yield f"{_operand(a, rng)} + {_operand(b, rng)} =", str(a + b)
-        elif r < 0.85:  # symbolic comparison
+            yield f"{_operand(a, rng, operand_langs)} + {_operand(b, rng, operand_langs)} =", \
+                str(a + b)
+        elif r < 0.85:
             a, b = rng.choice(numbers), rng.choice(numbers)
-            yield f"max ( {_operand(a, rng)} , {_operand(b, rng)} ) =", str(max(a, b))
-        else:  # English questions about one number
-            n = rng.choice(numbers)
-            yield TEMPLATES["num_en"].format(a=word(n, "en")), str(n)
+            yield (f"max ( {_operand(a, rng, operand_langs)} , "
+                   f"{_operand(b, rng, operand_langs)} ) ="), str(max(a, b))
+        else:
+            task = rng.choice(qa_tasks)
+            lang = task.split("_")[1]
+            a, b = rng.choice(numbers), rng.choice(numbers)
+            yield TEMPLATES[task].format(a=word(a, lang), b=word(b, lang)), str(_answer(task, a, b))
 
 
-def _operand(n: int, rng: random.Random) -> str:
-    choice = rng.randrange(4)
-    return str(n) if choice == 3 else word(n, LANGS[choice])
+def _operand(n: int, rng: random.Random, langs: tuple[str, ...] = LANGS) -> str:
+    choice = rng.randrange(len(langs) + 1)
+    return str(n) if choice == len(langs) else word(n, langs[choice])
 
 
 def vocabulary() -> list[str]:
