@@ -66,6 +66,50 @@ def list_methods() -> None:
         typer.echo(f"{name:18s} [{base}] " + ", ".join(params))
 
 
+zoo_app = typer.Typer(no_args_is_help=True, help="The offline demo zoo of tiny models.")
+app.add_typer(zoo_app, name="zoo")
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Target directory (default: "
+                                              "the package's committed zoo).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing zoo.")] = False,
+) -> None:
+    """Train the demo zoo from its recorded recipe (CPU: about 15 minutes)."""
+    from evomerge.errors import EvomergeError as UserError
+    from evomerge.zoo.build import build_zoo
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    target = out or ZOO_DIR
+    if (target / "MANIFEST.json").exists() and not force:
+        raise UserError(f"a zoo already exists in {target} (use --force to rebuild it)")
+    paths = build_zoo(target, log=lambda line: err.print(line, highlight=False))
+    err.print(f"wrote {len(paths)} models to {target}")
+
+
+@zoo_app.command("verify")
+def zoo_verify(root: Annotated[Path | None, typer.Argument(help="Zoo directory.")] = None
+               ) -> None:
+    """Check the zoo's files against their checksums."""
+    from evomerge.zoo.manifest import ZOO_DIR, verify
+
+    manifest = verify(root or ZOO_DIR)
+    typer.echo(f"ok: {len(manifest['files'])} files, {manifest['total_bytes'] / 1e6:.1f} MB")
+
+
+@zoo_app.command("report")
+def zoo_report(root: Annotated[Path | None, typer.Argument(help="Zoo directory.")] = None
+               ) -> None:
+    """Accuracy of every zoo model and of hand-set merges on the held-out test split."""
+    from evomerge.zoo.manifest import ZOO_DIR, read_manifest
+    from evomerge.zoo.report import accuracy_table, markdown
+
+    zoo = root or ZOO_DIR
+    rows = accuracy_table(zoo, read_manifest(zoo)["models"], log=lambda line: None)
+    typer.echo(markdown(rows))
+
+
 class _progress:
     """A rich progress bar with ETA, as a callback ``update(done, total)``."""
 

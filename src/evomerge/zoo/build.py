@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import random
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from evomerge.zoo.data import Item, base_corpus, task_items
+from evomerge.zoo.manifest import write_manifest
 from evomerge.zoo.train import (
     batches_from,
     cycle_items,
@@ -46,8 +48,26 @@ PROBE_TASKS = ["add_en", "add_it", "max_en", "max_it", "num_it"]
 
 def build_zoo(out: Path, recipe: dict[str, Any] | None = None,
               log: Callable[[str], None] = print) -> dict[str, Path]:
-    """Train and save every zoo model under ``out``; returns name -> checkpoint path."""
-    r = copy.deepcopy(recipe or ZOO_RECIPE)
+    """Train and save every zoo model under ``out`` (a new directory, written atomically) and
+    its checksum manifest; returns name -> checkpoint path."""
+    out = Path(out).resolve()
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        paths = _train_all(tmp, recipe or ZOO_RECIPE, log)
+        write_manifest(tmp, recipe or ZOO_RECIPE, list(paths))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {name: out / name for name in paths}
+
+
+def _train_all(out: Path, recipe: dict[str, Any], log: Callable[[str], None]
+               ) -> dict[str, Path]:
+    r = copy.deepcopy(recipe)
     torch.set_num_threads(r["threads"])
     torch.manual_seed(r["seed"])
     rng = random.Random(r["seed"])

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from functools import cache
+
+from evomerge.eval.tasks import Item, Task
 
 LANGS = ("en", "it", "de")
 MAX_OPERAND = 30
@@ -48,16 +49,6 @@ def word(n: int, lang: str) -> str:
     from num2words import num2words
 
     return str(num2words(n, lang=lang)).replace(" ", "-")
-
-
-@dataclass(frozen=True)
-class Item:
-    """One benchmark item: prompt, reference answer, metadata."""
-
-    id: str
-    prompt: str
-    answer: str
-    meta: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
 
 def _answer(task: str, a: int, b: int) -> int:
@@ -95,6 +86,12 @@ def task_items(task: str, split: str, seed: int = 0) -> list[Item]:
         items.append(Item(id=f"{task}-{a}-{b}", prompt=prompt, answer=str(_answer(task, a, b)),
                           meta={"task": task, "lang": lang, "split": split}))
     return items
+
+
+def zoo_task(task: str, split: str = "test", seed: int = 0) -> Task:
+    """A zoo task as an evaluation ``Task`` (exact match on the digits answer)."""
+    return Task(name=f"{task}/{split}", items=tuple(task_items(task, split, seed)),
+                max_new_tokens=3, stop=())
 
 
 def base_corpus(rng: random.Random, dict_langs: tuple[str, ...] = LANGS,
