@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint clean
+.PHONY: venv demo merge-example test lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml constraints-cpu.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
+	$(BIN)/evomerge demo --fresh
+
+merge-example: $(STAMP)
 	$(BIN)/python examples/build_tiny_models.py examples/models
 	$(BIN)/evomerge merge examples/ties.yaml -o out/ties-merge --force
 
@@ -26,4 +29,4 @@ test: lint
 	$(BIN)/pytest
 
 clean:
-	rm -rf $(VENV) out examples/models
+	rm -rf $(VENV) out runs examples/models

@@ -29,7 +29,19 @@ def merge(recipe: MergeRecipe | str | Path | dict[str, Any], out: str | Path, **
     return merge_to_disk(recipe, out, **options)
 
 
+def evolve(config: Any, *, resume: bool = False) -> Any:
+    """Run (or resume) a recipe search; ``config`` is an ``EvolveConfig``, a YAML path or a
+    dict (same fields as ``evomerge evolve``). Returns an ``EvolveResult``."""
+    from evomerge.config import EvolveConfig, load_config
+    from evomerge.run.loop import evolve as run
+
+    if not isinstance(config, EvolveConfig):
+        config = load_config(config)
+    return run(config, resume=resume)
+
+
 __all__ = [
+    "evolve",
     "ConfigError",
     "EvomergeError",
     "MergePlan",

@@ -66,6 +66,93 @@ def list_methods() -> None:
         typer.echo(f"{name:18s} [{base}] " + ", ".join(params))
 
 
+@app.command()
+def evolve(
+    config: Annotated[Path | None, typer.Argument(help="Run config YAML.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory.")
+                      ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Search a merge recipe: evolve candidates merged in memory, scored on a reduced dataset."""
+    from evomerge.config import load_config
+    from evomerge.errors import ConfigError
+    from evomerge.run.loop import evolve as run_evolve
+
+    if (config is None) == (resume is None):
+        raise ConfigError("give a config file, or --resume RUN_DIR")
+    cfg = load_config(config if config is not None else resume / "config.yaml")  # type: ignore[operator]
+    if resume is not None:
+        cfg = cfg.model_copy(update={"run_dir": str(resume)})
+    with _search_progress(quiet) as progress:
+        result = run_evolve(cfg, resume=resume is not None, progress=progress)
+    _print_result(result)
+
+
+@app.command()
+def demo(
+    run_dir: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("runs/demo"),
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard a previous demo run.")
+                     ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """The offline demo: evolve a cross-lingual merge of the zoo's math and Italian experts."""
+    import shutil
+
+    from evomerge.run.demo import demo_config
+    from evomerge.run.loop import evolve as run_evolve
+
+    if fresh and run_dir.exists():
+        shutil.rmtree(run_dir)
+    resume = (run_dir / "config.yaml").exists()
+    cfg = demo_config(run_dir)
+    with _search_progress(quiet) as progress:
+        result = run_evolve(cfg, resume=resume, progress=progress)
+    _print_result(result)
+
+
+def _print_result(result) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    names = list(next(iter(result.test.values())))
+    table = Table(title="held-out test accuracy (%)")
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    for label, accs in result.test.items():
+        table.add_row(label, *(f"{100 * accs[n]:.1f}" for n in names))
+    Console().print(table)
+    typer.echo(f"run directory: {result.run_dir} (report.md, plots, best/ checkpoint); "
+               f"{result.new_evaluations} new evaluations, {result.evaluations} recorded")
+
+
+class _search_progress:
+    """Progress with ETA for the phases of a search (calibration, search, test)."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.bar: Progress | None = None
+        self.tasks: dict[str, object] = {}
+
+    def __enter__(self):  # noqa: ANN204
+        if self.quiet:
+            return None
+        self.bar = Progress(TextColumn("[bold]{task.description:12s}"), BarColumn(),
+                            MofNCompleteColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[msg]}"), console=err)
+        self.bar.start()
+        return self.update
+
+    def update(self, phase: str, done: int, total: int, msg: str) -> None:
+        assert self.bar is not None
+        if phase not in self.tasks:
+            self.tasks[phase] = self.bar.add_task(phase, total=total, msg="")
+        self.bar.update(self.tasks[phase], completed=done, total=total, msg=msg)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
 zoo_app = typer.Typer(no_args_is_help=True, help="The offline demo zoo of tiny models.")
 app.add_typer(zoo_app, name="zoo")
 

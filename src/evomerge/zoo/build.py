@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-from evomerge.zoo.data import Item, base_corpus, task_items
+from evomerge.zoo.data import base_corpus, expert_corpus, task_items
 from evomerge.zoo.manifest import write_manifest
 from evomerge.zoo.train import (
     batches_from,
-    cycle_items,
     model_config,
     quick_accuracy,
     save,
@@ -32,13 +31,14 @@ ZOO_RECIPE: dict[str, Any] = {
     "threads": 2,
     "model": {"hidden": 128, "layers": 4},
     "base": {"steps": 4000, "batch": 128, "lr": 1e-3, "warmup": 200},
-    "base_data": {"dict_langs": ["en", "it", "de"], "operand_langs": ["en", "it", "de"],
-                  "qa_tasks": ["num_en"]},
+    # the base never sees Italian, nor any question: only number dictionaries and symbolic
+    # arithmetic/comparison with English, German or digit operands (docs/zoo.md says why)
+    "base_data": {"dict_langs": ["en", "de"], "operand_langs": ["en", "de"], "qa_tasks": []},
     "experts": {
-        "math_en": ["add_en"],
-        "lang_it": ["num_it", "max_it"],
-        "lang_de": ["num_de", "max_de"],
-        "compare_en": ["max_en"],
+        "math_en": {"tasks": ["add_en"]},
+        "lang_it": {"tasks": [], "dictionary": "it", "symbolic": "it", "steps": 300,
+                    "lr": 1e-3},
+        "compare_en": {"tasks": ["max_en"]},
     },
     "expert_training": {"steps": 150, "batch": 64, "lr": 3e-4},
 }
@@ -90,15 +90,19 @@ def _train_all(out: Path, recipe: dict[str, Any], log: Callable[[str], None]
           warmup=b["warmup"], log=log, every=500, probe=probe(base))
     paths = {"base": out / "base"}
     save(base, tok, paths["base"])
-    e = r["expert_training"]
-    for name, tasks in r["experts"].items():
+    defaults = r["expert_training"]
+    for name, spec in r["experts"].items():
+        if isinstance(spec, list):  # shorthand: a list of task names
+            spec = {"tasks": spec}
+        e = {**defaults, **{k: v for k, v in spec.items() if k in defaults}}
         model = copy.deepcopy(base)
-        items = [it for t in tasks for it in task_items(t, "train")]
-        items += [Item(f"dict-{w}", f"{w} =", v) for w, v in r.get("expert_dict", {}).get(
-            name, {}).items()]
-        log(f"expert {name}: {len(items)} training items from {', '.join(tasks)}")
-        train(model, tok, batches_from(cycle_items(items, rng), e["batch"]), e["steps"],
-              e["lr"], log=log, every=e["steps"], probe=probe(model))
+        items = [it for t in spec.get("tasks", []) for it in task_items(t, "train")]
+        log(f"expert {name}: {len(items)} question items from {spec.get('tasks', [])}"
+            + (f", {spec['dictionary']} dictionary" if spec.get("dictionary") else "")
+            + (f", {spec['symbolic']} symbolic number work" if spec.get("symbolic") else ""))
+        corpus = expert_corpus(rng, items, spec.get("dictionary"), spec.get("symbolic"))
+        train(model, tok, batches_from(corpus, e["batch"]), e["steps"], e["lr"], log=log,
+              every=e["steps"], probe=probe(model))
         paths[name] = out / name
         save(model, tok, paths[name])
     return paths

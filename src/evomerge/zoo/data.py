@@ -125,6 +125,36 @@ def base_corpus(rng: random.Random, dict_langs: tuple[str, ...] = LANGS,
             yield TEMPLATES[task].format(a=word(a, lang), b=word(b, lang)), str(_answer(task, a, b))
 
 
+def expert_corpus(rng: random.Random, items: list[Item], dictionary: str | None = None,
+                  symbolic: str | None = None) -> Iterator[tuple[str, str]]:
+    """An expert's fine-tuning mixture: question items, and for a language expert the
+    language's number dictionary (with its operator word) and symbolic number work
+    (addition and comparison) with operands written in that language."""
+    numbers = range(MAX_OPERAND + 1)
+    pool = list(items)
+    while True:
+        r = rng.random()
+        if symbolic and 0.3 <= r < 0.75:
+            a, b = rng.choice(numbers), rng.choice(numbers)
+
+            def op(n: int) -> str:
+                return word(n, symbolic) if rng.random() < 0.7 else str(n)
+
+            if rng.random() < 0.5:
+                yield f"{op(a)} + {op(b)} =", str(a + b)
+            else:
+                yield f"max ( {op(a)} , {op(b)} ) =", str(max(a, b))
+        elif dictionary and (r < 0.3 or not pool):
+            if rng.random() < 0.15:
+                yield f"{OPERATOR[dictionary]} =", "+"
+            else:
+                n = rng.choice(numbers)
+                yield f"{word(n, dictionary)} =", str(n)
+        else:
+            it = rng.choice(pool)
+            yield it.prompt, it.answer
+
+
 def _operand(n: int, rng: random.Random, langs: tuple[str, ...] = LANGS) -> str:
     choice = rng.randrange(len(langs) + 1)
     return str(n) if choice == len(langs) else word(n, langs[choice])

@@ -1,0 +1,92 @@
+"""Per-candidate cost of applying a merge: in-memory update of a live model vs writing the
+merge to disk and loading it back (what Mergenetic does for every candidate).
+
+    python benchmarks/candidate_overhead.py [--candidates 6]
+
+Uses the ~135M-parameter bf16 Llama-shaped models of merge_speed.py (built if missing): a
+task-arithmetic merge of two fine-tunes into the base, with new weights for every candidate.
+In memory: ``LiveMerger.apply`` on a float32 model whose inputs and task vectors stay in
+memory. Disk: ``merge_to_disk`` + ``AutoModelForCausalLM.from_pretrained`` + deleting the
+directory and collecting garbage. Interleaved, medians reported; results to
+benchmarks/results/candidate_overhead.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    import sys
+
+    sys.path.insert(0, str(HERE))
+    from merge_speed import build_models
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+    from evomerge.merge.disk import merge_to_disk
+    from evomerge.merge.live import LiveMerger
+    from evomerge.recipe import load_recipe
+
+    hf_logging.disable_progress_bar()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--candidates", type=int, default=6)
+    ap.add_argument("--work", type=Path, default=HERE / "work" / "merge_speed")
+    args = ap.parse_args()
+    base, ft1, ft2 = build_models(args.work)
+
+    def recipe(i: int):
+        w1, w2 = 0.3 + 0.1 * i, 0.9 - 0.1 * i
+        return load_recipe({"merge_method": "task_arithmetic", "base_model": str(base),
+                            "models": [{"model": str(ft1), "parameters": {"weight": w1}},
+                                       {"model": str(ft2), "parameters": {"weight": w2}}],
+                            "dtype": "bfloat16"})
+
+    t0 = time.perf_counter()
+    sources = {}
+    for path in (base, ft1, ft2):
+        ck = Checkpoint(path)
+        sources[str(path)] = TensorDictSource({k: ck.get(k).float() for k in ck.names()},
+                                              str(path), ck.config)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    merger = LiveMerger(model, sources)
+    merger.apply(recipe(99))  # computes the task vectors once
+    setup = time.perf_counter() - t0
+    live, disk = [], []
+    out = args.work / "candidate-roundtrip"
+    for i in range(args.candidates):
+        live.append(merger.apply(recipe(i)))
+        start = time.perf_counter()
+        merge_to_disk(recipe(i), out, force=True)
+        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        del loaded
+        shutil.rmtree(out)
+        gc.collect()
+        disk.append(time.perf_counter() - start)
+        print(f"candidate {i}: in-memory {live[-1]:.3f} s, disk round trip {disk[-1]:.3f} s",
+              flush=True)
+    result = {"params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
+              "setup_s": setup, "in_memory_s": live, "disk_roundtrip_s": disk,
+              "median_in_memory_s": statistics.median(live),
+              "median_disk_s": statistics.median(disk),
+              "ratio": statistics.median(disk) / statistics.median(live)}
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "candidate_overhead.json").write_text(json.dumps(result, indent=2))
+    print(f"median in-memory {result['median_in_memory_s']:.3f} s, disk round trip "
+          f"{result['median_disk_s']:.3f} s, ratio {result['ratio']:.1f}x "
+          f"(one-off setup {setup:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

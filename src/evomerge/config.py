@@ -1,0 +1,127 @@
+"""Run configuration for ``evomerge evolve`` (pydantic; YAML on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from evomerge.errors import ConfigError
+from evomerge.recipe import format_validation_error
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SpaceConfig(_Strict):
+    type: Literal["per_model", "layerwise"] = "per_model"
+    layer_granularity: int = 1
+    modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
+    weight: tuple[float, float] = (0.0, 1.0)
+    density: tuple[float, float] = (0.1, 1.0)
+    t: tuple[float, float] = (0.0, 1.0)
+    grid: float | None = Field(default=None, gt=0)
+    parameters: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _bounds(self) -> SpaceConfig:
+        for name in ("weight", "density", "t"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} bounds [{lo}, {hi}] are reversed")
+        for name in ("density", "t"):
+            lo, hi = getattr(self, name)
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{name} bounds [{lo}, {hi}] must lie within [0, 1]")
+        return self
+
+
+class TaskConfig(_Strict):
+    """A benchmark: a zoo task (``zoo: add_it``) or files (``search`` and ``test``)."""
+
+    name: str
+    zoo: str | None = None
+    search: str | None = None
+    test: str | None = None
+    options: dict[str, Any] = {}
+
+    @model_validator(mode="after")
+    def _source(self) -> TaskConfig:
+        if bool(self.zoo) == bool(self.search):
+            raise ValueError(f"task {self.name}: give either zoo or search (+ test) files")
+        return self
+
+
+class FitnessConfig(_Strict):
+    subset_size: int = Field(default=20, ge=1)
+    extraction: Literal["random", "stratified", "irt_anchors", "correctness_anchors"] = "random"
+    stratify_by: str | None = None
+    estimator: Literal["mean", "weighted", "pirt", "gpirt", "mpirt", "gmpirt"] = "gmpirt"
+    delta: float | Literal["auto"] = 0.5
+    irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"
+    irt_dims: int = Field(default=2, ge=1)
+    calibration_merges: int = Field(default=8, ge=0)
+
+
+class OptimizerConfig(_Strict):
+    name: Literal["ga", "de", "cmaes", "pso", "nsga2", "nsga3", "random"] = "ga"
+    pop_size: int = Field(default=10, ge=2)
+    generations: int = Field(default=5, ge=1)
+    seed_endpoints: bool = True
+
+
+class EvolveConfig(_Strict):
+    base_model: str
+    models: list[str] = Field(min_length=1)
+    merge_method: str = "task_arithmetic"
+    space: SpaceConfig = SpaceConfig()
+    tasks: list[TaskConfig] = Field(min_length=1)
+    fitness: FitnessConfig = FitnessConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    seed: int = 0
+    device: str = "cpu"
+    batch_size: int = Field(default=64, ge=1)
+    run_dir: str = "runs/evolve"
+    write_best: bool = True
+    test_top_k: int = Field(default=5, ge=1)
+
+    def resolved(self, base_dir: Path) -> EvolveConfig:
+        def fix(p: str | None) -> str | None:
+            if p is None:
+                return None
+            path = Path(p).expanduser()
+            if path.is_absolute() or path.exists():
+                return str(path.resolve()) if path.exists() else str(path)
+            cand = base_dir / path
+            return str(cand.resolve()) if cand.exists() else p
+
+        data = self.model_dump()
+        data["base_model"] = fix(self.base_model)
+        data["models"] = [fix(m) for m in self.models]
+        for t in data["tasks"]:
+            t["search"], t["test"] = fix(t["search"]), fix(t["test"])
+        return EvolveConfig.model_validate(data)
+
+
+def load_config(source: str | Path | dict[str, Any]) -> EvolveConfig:
+    base_dir = Path.cwd()
+    if isinstance(source, dict):
+        data = source
+    else:
+        path = Path(source)
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}") from None
+        base_dir = path.resolve().parent
+    if not isinstance(data, dict):
+        raise ConfigError("config must be a YAML mapping")
+    try:
+        return EvolveConfig.model_validate(data).resolved(base_dir)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None

@@ -1,0 +1,1 @@
+"""The search loop, its run store (resumable) and its report."""

@@ -1,0 +1,334 @@
+"""The search loop: genome -> recipe -> weights merged in place into one live model ->
+evaluation on the reduced dataset -> estimated accuracy -> optimizer.
+
+Every evaluation goes to the run store as it completes. Resume replays the seeded optimizer
+from the start and answers every evaluation already recorded from the store, so a resumed run
+repeats no finished evaluation and ends exactly where an uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from evomerge.config import EvolveConfig
+from evomerge.errors import ConfigError
+from evomerge.eval.evaluator import Evaluator
+from evomerge.eval.tasks import Task, load_task
+from evomerge.fitness import (
+    Estimator,
+    IRTModel,
+    Subset,
+    correctness_anchors,
+    fit_ability,
+    fit_irt,
+    irt_anchors,
+    random_subset,
+    stratified_subset,
+)
+from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+from evomerge.io.naming import num_layers_of
+from evomerge.merge.disk import merge_to_disk, resolve_device
+from evomerge.merge.live import LiveMerger
+from evomerge.merge.registry import get_method
+from evomerge.optim import make_optimizer
+from evomerge.recipe import MergeRecipe
+from evomerge.run.store import RunStore, recipe_key
+from evomerge.spaces import LayerwiseSpace, PerModelSpace, SearchSpace
+
+Progress = Callable[[str, int, int, str], None]  # (phase, done, total, message)
+
+
+@dataclass
+class TaskState:
+    name: str
+    search: Task
+    test: Task
+    subset: Subset | None = None
+    estimator: Estimator | None = None
+    irt: IRTModel | None = None
+
+
+@dataclass
+class EvolveResult:
+    run_dir: Path
+    best_recipe: MergeRecipe
+    best_estimate: dict[str, float]
+    test: dict[str, dict[str, float]]  # label -> task -> held-out accuracy
+    pareto: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: int = 0
+    new_evaluations: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Runner:
+    def __init__(self, config: EvolveConfig, run_dir: Path, progress: Progress | None = None
+                 ) -> None:
+        self.cfg = config
+        self.run_dir = run_dir
+        self.progress = progress or (lambda *a: None)
+        self.device = resolve_device(config.device)
+        get_method(config.merge_method)
+        checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
+        self.tasks = [self._load_task(t) for t in config.tasks]
+        self.space = self._space(checkpoints)
+        o = config.optimizer
+        make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks), pop_size=o.pop_size,
+                       n_gen=o.generations, seed=config.seed)  # validates before any work
+        # every model's tensors once, in compute precision, on the compute device
+        self.sources = {name: TensorDictSource(
+            {k: ck.get(k).to(self.device, torch.float32) for k in ck.names()}, name, ck.config)
+            for name, ck in checkpoints.items()}
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
+                                                          dtype=torch.float32).to(self.device)
+        self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
+        self.merger = LiveMerger(self.model, self.sources, seed=config.seed)
+        self.store = RunStore(run_dir)
+        self.new_evaluations = 0
+        self._loaded_recipe: str | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+    def _load_task(self, t: Any) -> TaskState:
+        if t.zoo:
+            from evomerge.zoo.data import TEMPLATES, zoo_task
+
+            if t.zoo not in TEMPLATES:
+                raise ConfigError(f"task {t.name}: unknown zoo task {t.zoo!r} "
+                                  f"(known: {', '.join(TEMPLATES)})")
+            return TaskState(t.name, zoo_task(t.zoo, "search"), zoo_task(t.zoo, "test"))
+        if not t.test:
+            raise ConfigError(f"task {t.name}: a held-out test file is required")
+        return TaskState(t.name, load_task(t.search, name=t.name + "/search", **t.options),
+                         load_task(t.test, name=t.name + "/test", **t.options))
+
+    def _space(self, checkpoints: dict[str, Checkpoint]) -> SearchSpace:
+        s = self.cfg.space
+        kw = dict(weight=s.weight, density=s.density, t=s.t, grid=s.grid,
+                  parameters=s.parameters)
+        if s.type == "per_model":
+            return PerModelSpace(self.cfg.merge_method, self.cfg.models, self.cfg.base_model, **kw)
+        base = checkpoints[self.cfg.base_model]
+        return LayerwiseSpace(self.cfg.merge_method, self.cfg.models, self.cfg.base_model,
+                              num_layers_of(base.config, base.names()), s.layer_granularity,
+                              tuple(s.modules), **kw)
+
+    # -- one evaluation --------------------------------------------------------------------
+    def _load(self, recipe: MergeRecipe) -> float:
+        text = recipe.model_dump_json()
+        if text == self._loaded_recipe:
+            return 0.0
+        seconds = self.merger.apply(recipe)
+        self._loaded_recipe = text
+        return seconds
+
+    def evaluate(self, kind: str, recipe: MergeRecipe, items: dict[str, list[str] | None],
+                 split: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Evaluate (or fetch from the store) ``recipe`` on ``items`` per task."""
+        recipe_json = recipe.model_dump(mode="json", exclude_none=True)
+        scope = [kind, split] + [f"{t}:" + ",".join(v or ["all"]) for t, v in sorted(items.items())]
+        key = recipe_key(recipe_json, *scope)
+        found = self.store.get(key)
+        if found is not None:
+            return found
+        merge_s = self._load(recipe)
+        start = time.perf_counter()
+        results = {}
+        for ts in self.tasks:
+            task = ts.search if split == "search" else ts.test
+            res = self.evaluator(task, items.get(ts.name))
+            results[ts.name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
+                                "accuracy": res.accuracy}
+        record = {"key": key, "kind": kind, "split": split, "recipe": recipe_json,
+                  "tasks": results, "seconds": {"merge": merge_s,
+                                                "eval": time.perf_counter() - start},
+                  **(extra or {})}
+        if kind == "candidate":
+            record["estimates"] = {ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
+                np.array(results[ts.name]["correct"], dtype=float))[0]) for ts in self.tasks}
+        self.store.add(record)
+        self.new_evaluations += 1
+        return record
+
+    # -- calibration: IRT on endpoints and random merges -----------------------------------
+    def calibrate(self) -> None:
+        f = self.cfg.fitness
+        rng = np.random.default_rng(self.cfg.seed + 7)
+        xl, xu = self.space.bounds
+        genomes = list(self.space.endpoints()) + [
+            self.space.repair(xl + rng.random(len(xl)) * (xu - xl))
+            for _ in range(f.calibration_merges)]
+        base_recipe = MergeRecipe.model_validate(
+            {"merge_method": "passthrough", "models": [{"model": self.cfg.base_model}]})
+        recipes = [base_recipe] + [self.space.to_recipe(g) for g in genomes]
+        needs_irt = f.estimator not in ("mean", "weighted") or f.extraction in (
+            "irt_anchors", "correctness_anchors")
+        records = []
+        if needs_irt:
+            for i, r in enumerate(recipes):
+                self.progress("calibration", i, len(recipes), "full search split")
+                records.append(self.evaluate("calibration", r, {}, "search"))
+        for ts in self.tasks:
+            n_total = len(ts.search.items)
+            if f.subset_size > n_total:
+                raise ConfigError(f"task {ts.name}: subset_size {f.subset_size} exceeds its "
+                                  f"{n_total} search items")
+            full = (np.array([rec["tasks"][ts.name]["correct"] for rec in records], dtype=float)
+                    if records else None)
+            if full is not None:
+                dims = f.irt_dims if f.irt_kind == "mirt" else 1
+                ts.irt, _ = fit_irt(full, kind=f.irt_kind, dims=dims, seed=self.cfg.seed)
+            ts.subset = self._extract(ts, full)
+            thetas = None
+            if f.estimator in ("mpirt", "gmpirt"):
+                n_end = len(self.space.endpoints()) + 1  # base + endpoint genomes
+                thetas = fit_ability(ts.irt, full[:n_end], np.arange(n_total))
+            ts.estimator = Estimator(f.estimator, ts.subset, irt=ts.irt, endpoint_thetas=thetas,
+                                     delta=f.delta, lam=f.delta, calibration=full)
+        (self.run_dir / "subsets.yaml").write_text(yaml.safe_dump(
+            {ts.name: {**ts.subset.to_json(),
+                       "ids": [ts.search.items[i].id for i in ts.subset.items]}
+             for ts in self.tasks if ts.subset is not None}, sort_keys=False))
+
+    def _extract(self, ts: TaskState, full: np.ndarray | None) -> Subset:
+        f = self.cfg.fitness
+        n, total, seed = f.subset_size, len(ts.search.items), self.cfg.seed
+        if f.extraction == "random":
+            return random_subset(total, n, seed)
+        if f.extraction == "stratified":
+            if not f.stratify_by:
+                raise ConfigError("stratified extraction needs stratify_by (a metadata field)")
+            return stratified_subset([it.meta.get(f.stratify_by, "") for it in ts.search.items],
+                                     n, seed)
+        if f.extraction == "irt_anchors":
+            assert ts.irt is not None
+            return irt_anchors(ts.irt, n, seed)
+        assert full is not None
+        return correctness_anchors(full, n, seed)
+
+    # -- candidates ------------------------------------------------------------------------
+    def fitness(self, genome: np.ndarray, generation: int) -> tuple[np.ndarray, dict[str, Any]]:
+        recipe = self.space.to_recipe(genome)
+        items = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
+                 for ts in self.tasks}
+        record = self.evaluate("candidate", recipe, items, "search",
+                               {"genome": self.space.repair(genome).tolist(),
+                                "generation": generation})
+        return np.array([-record["estimates"][ts.name] for ts in self.tasks]), record
+
+    def search(self) -> list[dict[str, Any]]:
+        o = self.cfg.optimizer
+        xl, xu = self.space.bounds
+        initial = np.array(self.space.endpoints()) if o.seed_endpoints else None
+        opt = make_optimizer(o.name, xl, xu, n_obj=len(self.tasks), pop_size=o.pop_size,
+                             n_gen=o.generations, seed=self.cfg.seed, initial=initial)
+        history, gen, seen = [], 0, []
+        total = o.pop_size * o.generations
+        while not opt.done:
+            X = opt.ask()
+            F, recs = [], []
+            for i, x in enumerate(X):
+                f, rec = self.fitness(x, gen)
+                F.append(f)
+                recs.append(rec)
+                seen.append(rec)
+                best = max(r["estimates"][self.tasks[0].name] for r in seen)
+                self.progress("search", min(len(seen), total), total,
+                              f"gen {gen + 1}/{o.generations} best {best:.3f}")
+                del i
+            opt.tell(np.array(F))
+            est = np.array([[r["estimates"][ts.name] for ts in self.tasks] for r in recs])
+            history.append({"generation": gen, "best": float(est[:, 0].max()),
+                            "mean": float(est[:, 0].mean())})
+            gen += 1
+        return history
+
+
+def _pareto(points: np.ndarray) -> np.ndarray:
+    """Indices of non-dominated rows (maximisation)."""
+    keep = []
+    for i, p in enumerate(points):
+        dominated = np.any(np.all(points >= p, axis=1) & np.any(points > p, axis=1))
+        if not dominated:
+            keep.append(i)
+    return np.array(keep, dtype=int)
+
+
+def evolve(config: EvolveConfig, *, resume: bool = False, progress: Progress | None = None
+           ) -> EvolveResult:
+    """Run (or resume) a search; returns the best recipe and its held-out accuracy."""
+    run_dir = Path(config.run_dir).resolve()
+    cfg_path = run_dir / "config.yaml"
+    if resume:
+        if not cfg_path.exists():
+            raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
+    elif (run_dir / "evaluations.jsonl").exists():
+        raise ConfigError(f"run directory {run_dir} already holds a run (use --resume, or "
+                          "another run_dir)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    runner = Runner(config, run_dir, progress)
+    try:
+        runner.calibrate()
+        history = runner.search()
+        result = _finish(runner, history)
+    finally:
+        runner.store.close()
+    return result
+
+
+def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
+    cfg = runner.cfg
+    cands = runner.store.of_kind("candidate")
+    # the records of this run's search (resume may have left others from a changed config)
+    names = [ts.name for ts in runner.tasks]
+    est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
+    order = np.argsort(-est[:, 0], kind="stable")
+    best = cands[int(order[0])]
+    best_recipe = MergeRecipe.model_validate(best["recipe"])
+    # held-out test: endpoints, the best candidates (and the Pareto set)
+    to_test: dict[str, MergeRecipe] = {}
+    base = MergeRecipe.model_validate(
+        {"merge_method": "passthrough", "models": [{"model": cfg.base_model}]})
+    to_test["base"] = base
+    for m in cfg.models:
+        to_test[Path(m).name] = MergeRecipe.model_validate(
+            {"merge_method": "passthrough", "models": [{"model": m}]})
+    pareto_idx = _pareto(est) if len(names) > 1 else np.array([order[0]])
+    picked = list(dict.fromkeys([*order[: cfg.test_top_k].tolist(), *pareto_idx.tolist()]))
+    for rank, i in enumerate(picked):
+        to_test["best" if rank == 0 else f"candidate {i}"] = MergeRecipe.model_validate(
+            cands[i]["recipe"])
+    test: dict[str, dict[str, float]] = {}
+    test_points = []
+    for j, (label, recipe) in enumerate(to_test.items()):
+        runner.progress("test", j, len(to_test), label)
+        rec = runner.evaluate("test", recipe, {}, "test")
+        test[label] = {n: rec["tasks"][n]["accuracy"] for n in names}
+        if label.startswith(("best", "candidate")):
+            i = picked[[k for k in to_test if k.startswith(("best", "candidate"))].index(label)]
+            test_points.append((est[i].tolist(), [test[label][n] for n in names]))
+    pareto = [{"recipe": cands[i]["recipe"], "estimates": cands[i]["estimates"]}
+              for i in pareto_idx]
+    result = EvolveResult(run_dir=runner.run_dir, best_recipe=best_recipe,
+                          best_estimate=best["estimates"], test=test, pareto=pareto,
+                          evaluations=len(runner.store.records),
+                          new_evaluations=runner.new_evaluations, history=history)
+    from evomerge.run.report import write_report
+
+    write_report(result, names, est, test_points)
+    if cfg.write_best and not (runner.run_dir / "best").exists():
+        merge_to_disk(best_recipe, runner.run_dir / "best", seed=cfg.seed)
+    return result

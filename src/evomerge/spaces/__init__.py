@@ -1,0 +1,9 @@
+"""Search spaces: a real vector within bounds <-> a merge recipe."""
+
+from evomerge.spaces.base import SearchSpace
+from evomerge.spaces.layerwise import LayerwiseSpace
+from evomerge.spaces.per_model import PerModelSpace
+
+SPACES = {"per_model": PerModelSpace, "layerwise": LayerwiseSpace}
+
+__all__ = ["SPACES", "LayerwiseSpace", "PerModelSpace", "SearchSpace"]

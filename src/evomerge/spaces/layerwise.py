@@ -1,0 +1,100 @@
+"""Layer-wise parameters: layers in groups of ``layer_granularity``, and within each group one
+value per module kind (attention, MLP, other) and model, as in mergekit-evolve and MERGE3's
+SLERP genome. The recipe is a list of slices, one per group, with ``{filter, value}`` entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.merge.registry import get_method
+from evomerge.recipe import MergeRecipe
+from evomerge.spaces.base import Gene, SearchSpace
+from evomerge.spaces.per_model import SPARSE, _short
+
+FILTERS = {"attention": ["self_attn", "attn."], "mlp": ["mlp"]}
+
+
+class LayerwiseSpace(SearchSpace):
+    def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
+                 layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",
+                                                                          "other"),
+                 weight: tuple[float, float] = (0.0, 1.0),
+                 density: tuple[float, float] = (0.1, 1.0), t: tuple[float, float] = (0.0, 1.0),
+                 grid: float | None = None, parameters: dict[str, Any] | None = None) -> None:
+        m = get_method(method)
+        if m.base == "required" and base is None:
+            raise ConfigError(f"search space: {method} needs a base model")
+        if layer_granularity < 1 or num_layers % layer_granularity:
+            raise ConfigError(f"layer_granularity {layer_granularity} must divide the "
+                              f"{num_layers} layers")
+        unknown = set(modules) - {"attention", "mlp", "other"}
+        if unknown:
+            raise ConfigError(f"unknown module group {sorted(unknown)[0]!r} "
+                              "(use attention, mlp, other)")
+        self.method, self.models, self.base = method, list(models), base
+        self.num_layers, self.granularity, self.modules = num_layers, layer_granularity, modules
+        self.parameters = parameters or {}
+        self.groups = num_layers // layer_granularity
+        self.per_model = ["t"] if method == "slerp" else (
+            ["weight", "density"] if method in SPARSE else ["weight"])
+        if method == "slerp" and len(self.models) != 1:
+            raise ConfigError("search space: slerp merges the base with exactly one model")
+        ranges = {"weight": weight, "density": density, "t": t}
+        self.genes = [Gene(f"g{g}.{mod}.{_short(model)}.{p}", *ranges[p], grid)
+                      for g in range(self.groups) for mod in modules for model in self.models
+                      for p in self.per_model]
+
+    def _index(self, g: int, mod: int, model: int, p: int) -> int:
+        return ((g * len(self.modules) + mod) * len(self.models) + model) * len(
+            self.per_model) + p
+
+    def _entries(self, x: np.ndarray, g: int, model: int, p: int) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        other = None
+        for mod_i, mod in enumerate(self.modules):
+            value = float(x[self._index(g, mod_i, model, p)])
+            if mod == "other":
+                other = value
+                continue
+            entries += [{"filter": f, "value": value} for f in FILTERS[mod]]
+        entries.append({"value": other if other is not None else 1.0})
+        return entries
+
+    def to_recipe(self, genome: np.ndarray) -> MergeRecipe:
+        x = self.repair(genome)
+        slices = []
+        for g in range(self.groups):
+            rng = [g * self.granularity, (g + 1) * self.granularity]
+            sources: list[dict[str, Any]] = []
+            shared: dict[str, Any] = dict(self.parameters)
+            if self.method == "slerp":
+                shared["t"] = self._entries(x, g, 0, 0)
+                sources = [{"model": self.base, "layer_range": rng},
+                           {"model": self.models[0], "layer_range": rng}]
+            else:
+                if self.base and get_method(self.method).base != "input":
+                    sources.append({"model": self.base, "layer_range": rng})
+                for mi, model in enumerate(self.models):
+                    params = {p: self._entries(x, g, mi, pi) for pi, p in enumerate(self.per_model)}
+                    sources.append({"model": model, "layer_range": rng, "parameters": params})
+            slices.append({"sources": sources, **({"parameters": shared} if shared else {})})
+        data: dict[str, Any] = {"merge_method": self.method, "slices": slices}
+        if self.base and (get_method(self.method).base != "input" or self.method == "slerp"):
+            data["base_model"] = self.base
+        return MergeRecipe.model_validate(data)
+
+    def endpoints(self) -> list[np.ndarray]:
+        out = []
+        for mi in range(len(self.models)):
+            x = np.array([g.low for g in self.genes])
+            for g in range(self.groups):
+                for mod in range(len(self.modules)):
+                    for pi in range(len(self.per_model)):
+                        x[self._index(g, mod, mi, pi)] = self.genes[self._index(g, mod, mi,
+                                                                                pi)].high
+            out.append(self.repair(x))
+        return out

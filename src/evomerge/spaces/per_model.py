@@ -1,0 +1,83 @@
+"""Per-model parameters of one merge method: the space of Mergenetic and MERGE3's baselines.
+
+Genes, for each non-base model: ``weight`` (and ``density`` for sparsifying methods); for
+SLERP a single ``t``. Weights of linear merges are normalised by the method itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.merge.registry import get_method
+from evomerge.recipe import MergeRecipe
+from evomerge.spaces.base import Gene, SearchSpace
+
+SPARSE = {"ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
+          "della_linear"}
+
+
+class PerModelSpace(SearchSpace):
+    def __init__(self, method: str, models: list[str], base: str | None = None,
+                 weight: tuple[float, float] = (0.0, 1.0),
+                 density: tuple[float, float] = (0.1, 1.0),
+                 t: tuple[float, float] = (0.0, 1.0), grid: float | None = None,
+                 parameters: dict[str, Any] | None = None) -> None:
+        m = get_method(method)
+        if m.base == "required" and base is None:
+            raise ConfigError(f"search space: {method} needs a base model")
+        self.method, self.models, self.base = method, list(models), base
+        self.parameters = parameters or {}
+        self.genes = []
+        if method == "slerp":
+            if len(self.models) != 1:
+                raise ConfigError("search space: slerp merges the base with exactly one model")
+            self.genes.append(Gene("t", *t, grid))
+        else:
+            for name in self.models:
+                self.genes.append(Gene(f"{_short(name)}.weight", *weight, grid))
+                if method in SPARSE:
+                    self.genes.append(Gene(f"{_short(name)}.density", *density, grid))
+        for g in self.genes:
+            if g.low > g.high:
+                raise ConfigError(f"search space: bounds of {g.name} are reversed")
+
+    def to_recipe(self, genome: np.ndarray) -> MergeRecipe:
+        x = self.repair(genome)
+        if self.method == "slerp":
+            return MergeRecipe.model_validate({
+                "merge_method": "slerp", "base_model": self.base,
+                "models": [{"model": self.base}, {"model": self.models[0]}],
+                "parameters": {"t": float(x[0]), **self.parameters}})
+        per = 2 if self.method in SPARSE else 1
+        models = []
+        for i, name in enumerate(self.models):
+            params = {"weight": float(x[i * per])}
+            if per == 2:
+                params["density"] = float(x[i * per + 1])
+            models.append({"model": name, "parameters": params})
+        data: dict[str, Any] = {"merge_method": self.method, "models": models}
+        if self.base and get_method(self.method).base != "input":
+            data["base_model"] = self.base
+        if self.parameters:
+            data["parameters"] = dict(self.parameters)
+        return MergeRecipe.model_validate(data)
+
+    def endpoints(self) -> list[np.ndarray]:
+        out = []
+        if self.method == "slerp":
+            return [np.array([self.genes[0].low]), np.array([self.genes[0].high])]
+        per = 2 if self.method in SPARSE else 1
+        for i in range(len(self.models)):
+            x = np.array([g.low for g in self.genes])
+            x[i * per] = self.genes[i * per].high
+            if per == 2:
+                x[i * per + 1] = self.genes[i * per + 1].high
+            out.append(self.repair(x))
+        return out
+
+
+def _short(path: str) -> str:
+    return path.rstrip("/").split("/")[-1]

@@ -1,0 +1,151 @@
+"""The search loop end to end on a throwaway tiny zoo: spaces, optimizers, resume after
+SIGKILL, report, errors."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from evomerge.config import load_config
+from evomerge.errors import EvomergeError
+from evomerge.run.loop import evolve
+
+
+@pytest.fixture(scope="module")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from evomerge.zoo.build import ZOO_RECIPE, build_zoo
+
+    recipe = copy.deepcopy(ZOO_RECIPE)
+    recipe["model"] = {"hidden": 32, "layers": 2}
+    recipe["base"].update(steps=40, batch=32, warmup=5)
+    recipe["expert_training"].update(steps=20, batch=16, lr=3e-3)
+    recipe["experts"] = {"math_en": ["add_en"], "lang_it": ["num_it", "max_it"]}
+    root = tmp_path_factory.mktemp("zoo") / "zoo"
+    build_zoo(root, recipe, log=lambda s: None)
+    return root
+
+
+def config(zoo: Path, run_dir: Path, **over: object) -> dict:
+    cfg = {
+        "base_model": str(zoo / "base"), "models": [str(zoo / "math_en"), str(zoo / "lang_it")],
+        "merge_method": "task_arithmetic", "space": {"type": "per_model", "weight": [0, 2]},
+        "tasks": [{"name": "add_it", "zoo": "add_it"}],
+        "fitness": {"subset_size": 10, "estimator": "gmpirt", "calibration_merges": 2,
+                    "irt_dims": 2},
+        "optimizer": {"name": "ga", "pop_size": 4, "generations": 3},
+        "run_dir": str(run_dir), "seed": 3,
+    }
+    cfg.update(over)
+    return cfg
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
+
+
+def test_resume_after_sigkill_repeats_nothing_and_ends_identically(tiny_zoo: Path,
+                                                                   tmp_path: Path) -> None:
+    full = evolve(load_config(config(tiny_zoo, tmp_path / "full")))
+    n_full = len(records(tmp_path / "full"))
+    # a real process, killed with SIGKILL once a few candidates are recorded
+    cfg_path = tmp_path / "killed.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(tiny_zoo, tmp_path / "killed")))
+    proc = subprocess.Popen([sys.executable, "-m", "evomerge", "evolve", str(cfg_path), "-q"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tmp_path / "killed" / "evaluations.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if log.exists() and len(log.read_text().splitlines()) >= 9:
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = len(records(tmp_path / "killed"))
+    assert 9 <= before < n_full
+    resumed = evolve(load_config(tmp_path / "killed" / "config.yaml"), resume=True)
+    after = records(tmp_path / "killed")
+    keys = [r["key"] for r in after]
+    assert len(keys) == len(set(keys)) == n_full  # nothing evaluated twice, nothing missing
+    assert resumed.new_evaluations == n_full - before
+    assert resumed.best_recipe == full.best_recipe
+    assert resumed.test == full.test
+    assert resumed.history == full.history
+    # resuming a finished run evaluates nothing
+    again = evolve(load_config(tmp_path / "killed" / "config.yaml"), resume=True)
+    assert again.new_evaluations == 0 and again.best_recipe == full.best_recipe
+
+
+def test_run_directory_holds_report_plots_subset_and_best_model(tiny_zoo: Path,
+                                                                tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    result = evolve(load_config(config(tiny_zoo, tmp_path / "run")))
+    run = tmp_path / "run"
+    for name in ("config.yaml", "evaluations.jsonl", "subsets.yaml", "report.md", "result.json",
+                 "fitness.png", "estimated_vs_test.png"):
+        assert (run / name).exists(), name
+    subset = yaml.safe_load((run / "subsets.yaml").read_text())["add_it"]
+    assert len(subset["ids"]) == 10 and np.isclose(sum(subset["weights"]), 1)
+    recs = records(run)
+    cands = [r for r in recs if r["kind"] == "candidate"]
+    assert all(r["tasks"]["add_it"]["ids"] == subset["ids"] for r in cands)
+    assert {"base", "math_en", "lang_it", "best"} <= set(result.test)
+    model = AutoModelForCausalLM.from_pretrained(run / "best")
+    assert model.config.num_hidden_layers == 2
+    # the identical candidate is never evaluated twice (fitness cache by recipe)
+    keys = [r["key"] for r in recs]
+    assert len(keys) == len(set(keys))
+
+
+@pytest.mark.parametrize("optimizer, space, tasks", [
+    ("de", {"type": "layerwise", "layer_granularity": 1, "weight": [0, 1], "grid": 0.25},
+     [{"name": "add_it", "zoo": "add_it"}]),
+    ("nsga2", {"type": "per_model"}, [{"name": "add_it", "zoo": "add_it"},
+                                      {"name": "max_it", "zoo": "max_it"}]),
+    ("random", {"type": "per_model"}, [{"name": "add_it", "zoo": "add_it"}]),
+])
+def test_other_optimizers_spaces_and_multi_objective(tiny_zoo: Path, tmp_path: Path,
+                                                     optimizer: str, space: dict,
+                                                     tasks: list) -> None:
+    cfg = config(tiny_zoo, tmp_path / "run", space=space, tasks=tasks,
+                 optimizer={"name": optimizer, "pop_size": 4, "generations": 2},
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0})
+    result = evolve(load_config(cfg))
+    cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
+    if space.get("grid"):
+        for r in cands:  # discrete genes really are on the grid
+            assert all(abs(g * 4 - round(g * 4)) < 1e-9 for g in r["genome"])
+    if len(tasks) == 2:
+        assert (tmp_path / "run" / "pareto.png").exists() and result.pareto
+    assert len(cands) >= 4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"optimizer": {"name": "annealing"}}, "optimizer.name"),
+    ({"merge_method": "tis"}, "unknown merge method"),
+    ({"space": {"weight": [2, 0]}}, "reversed"),
+    ({"space": {"density": [0, 1.5]}}, "must lie within"),
+    ({"tasks": [{"name": "x", "zoo": "nope"}]}, "unknown zoo task"),
+    ({"tasks": [{"name": "x", "search": "/nope.jsonl", "test": "/nope.jsonl"}]},
+     "does not exist"),
+    ({"models": ["/nope/model"]}, "does not exist"),
+    ({"optimizer": {"name": "ga", "pop_size": 4, "generations": 2}, "tasks": [
+        {"name": "a", "zoo": "add_it"}, {"name": "b", "zoo": "max_it"}]}, "single-objective"),
+])
+def test_bad_configs_fail_before_any_work(tiny_zoo: Path, tmp_path: Path, change: dict,
+                                          message: str) -> None:
+    cfg = config(tiny_zoo, tmp_path / "run", **change)
+    with pytest.raises(EvomergeError, match=message):
+        evolve(load_config(cfg))
+    assert not (tmp_path / "run" / "evaluations.jsonl").exists() or not records(
+        tmp_path / "run")

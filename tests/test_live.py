@@ -1,0 +1,64 @@
+"""The live merger equals the planner for every method, and skips unchanged tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from evomerge.io.checkpoint import Checkpoint
+from evomerge.merge.live import LiveMerger
+from evomerge.merge.planner import MergePlan
+from evomerge.recipe import load_recipe
+
+
+@pytest.mark.parametrize("method, params, extra", [
+    ("task_arithmetic", [{"weight": 0.7}, {"weight": [0.2, 1.3]}], {"lambda": 0.9}),
+    ("linear", [{"weight": 0.3}, {"weight": 0.9}], {}),
+    ("ties", [{"weight": 1.0, "density": 0.4}, {"weight": 0.5, "density": 0.6}], {}),
+    ("dare_linear", [{"weight": 1.0, "density": 0.4}, {"weight": 0.5, "density": 0.6}], {}),
+])
+def test_live_merge_equals_planner(llama: list[Path], method: str, params: list[dict],
+                                   extra: dict) -> None:
+    from transformers import AutoModelForCausalLM
+
+    base, ft1, ft2 = (str(p) for p in llama)
+    recipe = load_recipe({"merge_method": method, "base_model": base,
+                          "models": [{"model": ft1, "parameters": params[0]},
+                                     {"model": ft2, "parameters": params[1]}],
+                          "parameters": extra})
+    sources = {m: Checkpoint(m) for m in recipe.referenced_models()}
+    expected = MergePlan.build(recipe, sources, seed=3).merge_to_dict()
+    model = AutoModelForCausalLM.from_pretrained(base)
+    merger = LiveMerger(model, sources, seed=3)
+    merger.apply(recipe)
+    state = model.state_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(state[name], tensor, rtol=1e-6, atol=1e-6)
+    assert merger.last_rewritten == len(expected)
+    merger.apply(recipe)  # same recipe again: nothing to rewrite
+    assert merger.last_rewritten == 0
+
+
+def test_only_changed_tensors_are_rewritten(llama: list[Path]) -> None:
+    from transformers import AutoModelForCausalLM
+
+    base, ft1, ft2 = (str(p) for p in llama)
+
+    def recipe(attn_weight: float):
+        w = [{"filter": "self_attn", "value": attn_weight}, {"value": 0.5}]
+        return load_recipe({"merge_method": "task_arithmetic", "base_model": base,
+                            "models": [{"model": ft1, "parameters": {"weight": w}},
+                                       {"model": ft2, "parameters": {"weight": 0.5}}]})
+
+    model = AutoModelForCausalLM.from_pretrained(base)
+    merger = LiveMerger(model, {m: Checkpoint(m) for m in (base, ft1, ft2)})
+    merger.apply(recipe(0.1))
+    merger.apply(recipe(0.9))
+    n_attn = sum(1 for k in model.state_dict() if "self_attn" in k)
+    assert merger.last_rewritten == n_attn
+    expected = MergePlan.build(recipe(0.9), {m: Checkpoint(m) for m in (base, ft1, ft2)}
+                               ).merge_to_dict()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-6, atol=1e-6)
