@@ -24,7 +24,7 @@ def demo_config(run_dir: Path, zoo: Path = ZOO_DIR) -> EvolveConfig:
         "tasks": [{"name": "add_it", "zoo": "add_it"}],
         "fitness": {"subset_size": 20, "estimator": "gmpirt", "calibration_merges": 8,
                     "irt_kind": "mirt", "irt_dims": 2},
-        "optimizer": {"name": "ga", "pop_size": 10, "generations": 6},
+        "optimizer": {"name": "ga", "pop_size": 16, "generations": 8},
         "seed": 0,
         "run_dir": str(run_dir),
     })
