@@ -30,15 +30,16 @@ def test_live_merge_equals_planner(llama: list[Path], method: str, params: list[
                           "parameters": extra})
     sources = {m: Checkpoint(m) for m in recipe.referenced_models()}
     expected = MergePlan.build(recipe, sources, seed=3).merge_to_dict()
-    model = AutoModelForCausalLM.from_pretrained(base)
-    merger = LiveMerger(model, sources, seed=3)
-    merger.apply(recipe)
-    state = model.state_dict()
-    for name, tensor in expected.items():
-        torch.testing.assert_close(state[name], tensor, rtol=1e-6, atol=1e-6)
-    assert merger.last_rewritten == len(expected)
-    merger.apply(recipe)  # same recipe again: nothing to rewrite
-    assert merger.last_rewritten == 0
+    for offload in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(base)
+        merger = LiveMerger(model, sources, seed=3, offload=offload)
+        merger.apply(recipe)
+        state = model.state_dict()
+        for name, tensor in expected.items():
+            torch.testing.assert_close(state[name], tensor, rtol=1e-6, atol=1e-6)
+        assert merger.last_rewritten == len(expected)
+        merger.apply(recipe)  # same recipe again: nothing to rewrite
+        assert merger.last_rewritten == 0
 
 
 def test_only_changed_tensors_are_rewritten(llama: list[Path]) -> None:

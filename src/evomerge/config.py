@@ -83,6 +83,7 @@ class EvolveConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     seed: int = 0
     device: str = "cpu"
+    offload: bool = False  # keep inputs and task vectors in CPU memory, stream per tensor
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
     write_best: bool = True

@@ -28,12 +28,17 @@ def _key(task: TensorTask, method: str) -> tuple[Any, ...]:
 
 class LiveMerger:
     def __init__(self, module: torch.nn.Module, sources: Mapping[str, TensorSource], *,
-                 dtype: torch.dtype = torch.float32, seed: int = 0) -> None:
+                 dtype: torch.dtype = torch.float32, seed: int = 0, offload: bool = False
+                 ) -> None:
+        """``offload``: keep task vectors in (pinned, when CUDA is there) CPU memory and
+        stream them to the model's device per tensor, for devices too small to hold them."""
         self.module = module
         self.sources = sources
         self.dtype = dtype
         self.seed = seed
         self.device = next(module.parameters()).device
+        self.offload = offload
+        self.cache_device = torch.device("cpu") if offload else self.device
         self._state = module.state_dict(keep_vars=True)
         self._applied: dict[str, tuple[Any, ...]] = {}
         self._deltas: dict[tuple[str, str, str, str], torch.Tensor] = {}
@@ -41,15 +46,17 @@ class LiveMerger:
         self.last_rewritten = 0
 
     def _tensor(self, ref: tuple[str, str]) -> torch.Tensor:
-        return self.sources[ref[0]].get(ref[1]).to(self.device, self.dtype)
+        return self.sources[ref[0]].get(ref[1]).to(self.device, self.dtype, non_blocking=True)
 
     def _delta(self, ref: tuple[str, str], base: tuple[str, str]) -> torch.Tensor:
         key = (*ref, *base)
         d = self._deltas.get(key)
         if d is None:
-            d = self._tensor(ref) - self._tensor(base)
+            d = (self._tensor(ref) - self._tensor(base)).to(self.cache_device)
+            if self.offload and torch.cuda.is_available():
+                d = d.pin_memory()
             self._deltas[key] = d
-        return d
+        return d.to(self.device, non_blocking=True)
 
     @torch.no_grad()
     def apply(self, recipe: MergeRecipe) -> float:

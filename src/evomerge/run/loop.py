@@ -83,8 +83,9 @@ class Runner:
         make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks), pop_size=o.pop_size,
                        n_gen=o.generations, seed=config.seed)  # validates before any work
         # every model's tensors once, in compute precision, on the compute device
+        keep_on = torch.device("cpu") if config.offload else self.device
         self.sources = {name: TensorDictSource(
-            {k: ck.get(k).to(self.device, torch.float32) for k in ck.names()}, name, ck.config)
+            {k: ck.get(k).to(keep_on, torch.float32) for k in ck.names()}, name, ck.config)
             for name, ck in checkpoints.items()}
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -94,7 +95,8 @@ class Runner:
         self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
                                                           dtype=torch.float32).to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
-        self.merger = LiveMerger(self.model, self.sources, seed=config.seed)
+        self.merger = LiveMerger(self.model, self.sources, seed=config.seed,
+                                 offload=config.offload)
         self.store = RunStore(run_dir)
         self.new_evaluations = 0
         self._loaded_recipe: str | None = None
