@@ -128,7 +128,8 @@ def main() -> None:
                     f"{e} {row['mae'][e] * 100:.1f}/{row['spearman'][e]:.2f}"
                     for e in estimators), flush=True)
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "estimators.json").write_text(json.dumps(results, indent=2))
+    suffix = f"{args.irt_kind}{args.irt_dims if args.irt_kind == 'mirt' else ''}"
+    (HERE / "results" / f"estimators_{suffix}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
