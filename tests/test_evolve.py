@@ -107,6 +107,29 @@ def test_run_directory_holds_report_plots_subset_and_best_model(tiny_zoo: Path,
     assert len(keys) == len(set(keys))
 
 
+def test_user_supplied_response_matrix_joins_the_calibration(tiny_zoo: Path,
+                                                             tmp_path: Path) -> None:
+    from evomerge.zoo.data import task_items
+
+    n = len(task_items("add_it", "search"))
+    rng = np.random.default_rng(0)
+    extra = (rng.random((5, n)) < 0.3).astype(float)
+    extra[0, :3] = np.nan
+    np.save(tmp_path / "extra.npy", extra)
+    cfg = config(tiny_zoo, tmp_path / "run", fitness={
+        "subset_size": 10, "estimator": "gmpirt", "calibration_merges": 1, "irt_kind": "2pl",
+        "responses": {"add_it": str(tmp_path / "extra.npy")}})
+    cfg["optimizer"] = {"name": "ga", "pop_size": 4, "generations": 1}
+    result = evolve(load_config(cfg))
+    assert "best" in result.test
+    bad = tmp_path / "bad.csv"
+    bad.write_text("0,1,2\n")
+    cfg = config(tiny_zoo, tmp_path / "run2", fitness={
+        "subset_size": 10, "responses": {"add_it": str(bad)}})
+    with pytest.raises(EvomergeError, match="columns"):
+        evolve(load_config(cfg))
+
+
 @pytest.mark.parametrize("optimizer, space, tasks", [
     ("de", {"type": "layerwise", "layer_granularity": 1, "weight": [0, 1], "grid": 0.25},
      [{"name": "add_it", "zoo": "add_it"}]),

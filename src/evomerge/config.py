@@ -64,6 +64,9 @@ class FitnessConfig(_Strict):
     irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"
     irt_dims: int = Field(default=2, ge=1)
     calibration_merges: int = Field(default=8, ge=0)
+    # extra calibration rows per task: a models x items 0/1 matrix (.npy or .csv, NaN for
+    # missing) over the task's search items, e.g. full evaluations you already have
+    responses: dict[str, str] = {}
 
 
 class OptimizerConfig(_Strict):

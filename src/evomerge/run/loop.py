@@ -188,6 +188,8 @@ class Runner:
                                   f"{n_total} search items")
             full = (np.array([rec["tasks"][ts.name]["correct"] for rec in records], dtype=float)
                     if records else None)
+            if full is not None and ts.name in f.responses:
+                full = np.vstack([full, load_responses(f.responses[ts.name], n_total)])
             if full is not None:
                 dims = f.irt_dims if f.irt_kind == "mirt" else 1
                 ts.irt, _ = fit_irt(full, kind=f.irt_kind, dims=dims, seed=self.cfg.seed)
@@ -255,6 +257,21 @@ class Runner:
                             "mean": float(est[:, 0].mean())})
             gen += 1
         return history
+
+
+def load_responses(path: str, n_items: int) -> np.ndarray:
+    """A user-supplied response matrix (models x items, 0/1, NaN for missing)."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"response matrix {p} does not exist")
+    data = np.load(p) if p.suffix == ".npy" else np.loadtxt(p, delimiter=",", ndmin=2)
+    data = np.atleast_2d(np.asarray(data, dtype=float))
+    if data.shape[1] != n_items:
+        raise ConfigError(f"response matrix {p} has {data.shape[1]} columns, the task has "
+                          f"{n_items} search items")
+    if np.any((data != 0) & (data != 1) & ~np.isnan(data)):
+        raise ConfigError(f"response matrix {p} must hold only 0, 1 or NaN")
+    return data
 
 
 def _pareto(points: np.ndarray) -> np.ndarray:
