@@ -172,3 +172,16 @@ def test_bad_configs_fail_before_any_work(tiny_zoo: Path, tmp_path: Path, change
         evolve(load_config(cfg))
     assert not (tmp_path / "run" / "evaluations.jsonl").exists() or not records(
         tmp_path / "run")
+
+
+def test_demo_on_the_committed_zoo_beats_every_endpoint(tmp_path: Path) -> None:
+    """The main job: the evolved merge beats the base and both experts on held-out items."""
+    from evomerge.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--run-dir", str(tmp_path / "demo"), "-q"])
+        raise SystemExit(0)
+    assert info.value.code in (0, None)
+    result = json.loads((tmp_path / "demo" / "result.json").read_text())["test"]
+    best = result["best"]["add_it"]
+    assert all(best >= result[m]["add_it"] + 0.10 for m in ("base", "math_en", "lang_it"))
