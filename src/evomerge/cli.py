@@ -43,9 +43,11 @@ def merge(
     parsed = load_recipe(recipe)
     size = parse_size(shard_size)
     start = time.perf_counter()
-    with _progress(quiet, "merging") as update:
+    with _progress(quiet, transient=True) as update:
+        tensors = (lambda done, total: update("merging", done, total, "tensors")
+                   ) if update else None
         path = merge_to_disk(parsed, out, device=device, dtype=dtype, out_dtype=out_dtype,
-                             force=force, seed=seed, shard_size=size, progress=update)
+                             force=force, seed=seed, shard_size=size, progress=tensors)
     if not quiet:
         err.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
 
@@ -83,7 +85,7 @@ def evolve(
     cfg = load_config(config if config is not None else resume / "config.yaml")  # type: ignore[operator]
     if resume is not None:
         cfg = cfg.model_copy(update={"run_dir": str(resume)})
-    with _search_progress(quiet) as progress:
+    with _progress(quiet) as progress:
         result = run_evolve(cfg, resume=resume is not None, progress=progress)
     _print_result(result)
 
@@ -105,7 +107,7 @@ def demo(
         shutil.rmtree(run_dir)
     resume = (run_dir / "config.yaml").exists()
     cfg = demo_config(run_dir)
-    with _search_progress(quiet) as progress:
+    with _progress(quiet) as progress:
         result = run_evolve(cfg, resume=resume, progress=progress)
     _print_result(result)
 
@@ -125,11 +127,13 @@ def _print_result(result) -> None:  # noqa: ANN001
                f"{result.new_evaluations} new evaluations, {result.evaluations} recorded")
 
 
-class _search_progress:
-    """Progress with ETA for the phases of a search (calibration, search, test)."""
+class _progress:
+    """A rich progress display with ETA, one bar per phase; used as a context manager that
+    yields ``update(phase, done, total, msg)``, or None when quiet or not on a terminal."""
 
-    def __init__(self, quiet: bool) -> None:
+    def __init__(self, quiet: bool, transient: bool = False) -> None:
         self.quiet = quiet or not sys.stderr.isatty()
+        self.transient = transient
         self.bar: Progress | None = None
         self.tasks: dict[str, object] = {}
 
@@ -138,11 +142,12 @@ class _search_progress:
             return None
         self.bar = Progress(TextColumn("[bold]{task.description:12s}"), BarColumn(),
                             MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[msg]}"), console=err)
+                            TextColumn("{task.fields[msg]}"), console=err,
+                            transient=self.transient)
         self.bar.start()
         return self.update
 
-    def update(self, phase: str, done: int, total: int, msg: str) -> None:
+    def update(self, phase: str, done: int, total: int, msg: str = "") -> None:
         assert self.bar is not None
         if phase not in self.tasks:
             self.tasks[phase] = self.bar.add_task(phase, total=total, msg="")
@@ -195,34 +200,6 @@ def zoo_report(root: Annotated[Path | None, typer.Argument(help="Zoo directory."
     zoo = root or ZOO_DIR
     rows = accuracy_table(zoo, read_manifest(zoo)["models"], log=lambda line: None)
     typer.echo(markdown(rows))
-
-
-class _progress:
-    """A rich progress bar with ETA, as a callback ``update(done, total)``."""
-
-    def __init__(self, quiet: bool, label: str) -> None:
-        self.quiet = quiet or not sys.stderr.isatty()
-        self.label = label
-        self.bar: Progress | None = None
-        self.task = None
-
-    def __enter__(self):  # noqa: ANN204
-        if self.quiet:
-            return None
-        self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("tensors"), TimeRemainingColumn(),
-                            console=err, transient=True)
-        self.bar.start()
-        self.task = self.bar.add_task(self.label, total=None)
-        return self.update
-
-    def update(self, done: int, total: int) -> None:
-        assert self.bar is not None and self.task is not None
-        self.bar.update(self.task, completed=done, total=total)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -96,6 +96,7 @@ class Estimator:
         self.delta = delta
         self.lam = lam
         self.calibration = calibration  # full responses (models x items) for "auto" weights
+        self._auto_mix: float | None = None
 
     def estimate(self, y: np.ndarray) -> np.ndarray:
         y = np.atleast_2d(np.asarray(y, dtype=float))
@@ -140,6 +141,11 @@ class Estimator:
     def _mix(self, setting: float | str, base: str) -> float:
         if setting != "auto":
             return float(setting)
+        if self._auto_mix is None:  # depends only on the subset and the calibration rows
+            self._auto_mix = self._fit_mix(base)
+        return self._auto_mix
+
+    def _fit_mix(self, base: str) -> float:
         if self.calibration is None:
             raise ConfigError("automatic mixing weight needs calibration responses")
         full = np.asarray(self.calibration, dtype=float)

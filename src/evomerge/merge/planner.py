@@ -250,14 +250,15 @@ class _Builder:
         for (g, inputs, base), s in zip(groups, r.slices, strict=False):
             length = s.sources[0].layer_range[1] - s.sources[0].layer_range[0]
             lead = s.sources[0]
-            lead_names = self.sources[lead.model].names()
+            by_layer: dict[int, list[TensorInfo]] = {}
+            for name in self.sources[lead.model].names():
+                info = classify(name)
+                if info.layer is not None:
+                    by_layer.setdefault(info.layer, []).append(info)
             for idx in range(length):
                 t = _layer_t(idx, 0, length)
                 src_layer = lead.layer_range[0] + idx
-                for name in lead_names:
-                    info = classify(name)
-                    if info.layer != src_layer:
-                        continue
+                for info in by_layer.get(src_layer, []):
                     refs = {src.model: info.with_layer(src.layer_range[0] + idx)
                             for src in s.sources}
                     out_name = info.with_layer(out_layer)
@@ -286,11 +287,10 @@ class _Builder:
         resolved: dict[str, str] = {}
         for model, name in refs.items():
             src = self.sources[model]
-            names = set(src.names())
-            if name in names:
+            if name in src:
                 resolved[model] = name
                 continue
-            tied = tied_source(name, names)
+            tied = tied_source(name, set(src.names()))
             if tied is not None and (is_tied(src.config) or src.config is None):
                 resolved[model] = tied
                 continue

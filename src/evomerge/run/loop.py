@@ -168,12 +168,11 @@ class Runner:
         f = self.cfg.fitness
         rng = np.random.default_rng(self.cfg.seed + 7)
         xl, xu = self.space.bounds
-        genomes = list(self.space.endpoints()) + [
-            self.space.repair(xl + rng.random(len(xl)) * (xu - xl))
-            for _ in range(f.calibration_merges)]
-        base_recipe = MergeRecipe.model_validate(
-            {"merge_method": "passthrough", "models": [{"model": self.cfg.base_model}]})
-        recipes = [base_recipe] + [self.space.to_recipe(g) for g in genomes]
+        endpoints = self.space.endpoints()
+        genomes = endpoints + [self.space.repair(xl + rng.random(len(xl)) * (xu - xl))
+                               for _ in range(f.calibration_merges)]
+        recipes = [model_recipe(self.cfg.base_model)] + [self.space.to_recipe(g)
+                                                          for g in genomes]
         needs_irt = f.estimator not in ("mean", "weighted") or f.extraction in (
             "irt_anchors", "correctness_anchors")
         records = []
@@ -196,7 +195,7 @@ class Runner:
             ts.subset = self._extract(ts, full)
             thetas = None
             if f.estimator in ("mpirt", "gmpirt"):
-                n_end = len(self.space.endpoints()) + 1  # base + endpoint genomes
+                n_end = 1 + len(endpoints)  # the base, then the endpoint genomes
                 thetas = fit_ability(ts.irt, full[:n_end], np.arange(n_total))
             ts.estimator = Estimator(f.estimator, ts.subset, irt=ts.irt, endpoint_thetas=thetas,
                                      delta=f.delta, lam=f.delta, calibration=full)
@@ -237,26 +236,32 @@ class Runner:
         initial = np.array(self.space.endpoints()) if o.seed_endpoints else None
         opt = make_optimizer(o.name, xl, xu, n_obj=len(self.tasks), pop_size=o.pop_size,
                              n_gen=o.generations, seed=self.cfg.seed, initial=initial)
-        history, gen, seen = [], 0, []
+        history, gen, done, best = [], 0, 0, float("-inf")
         total = o.pop_size * o.generations
+        first = self.tasks[0].name
         while not opt.done:
             X = opt.ask()
             F, recs = [], []
-            for i, x in enumerate(X):
+            for x in X:
                 f, rec = self.fitness(x, gen)
                 F.append(f)
                 recs.append(rec)
-                seen.append(rec)
-                best = max(r["estimates"][self.tasks[0].name] for r in seen)
-                self.progress("search", min(len(seen), total), total,
+                done += 1
+                best = max(best, rec["estimates"][first])
+                self.progress("search", min(done, total), total,
                               f"gen {gen + 1}/{o.generations} best {best:.3f}")
-                del i
             opt.tell(np.array(F))
             est = np.array([[r["estimates"][ts.name] for ts in self.tasks] for r in recs])
             history.append({"generation": gen, "best": float(est[:, 0].max()),
                             "mean": float(est[:, 0].mean())})
             gen += 1
         return history
+
+
+def model_recipe(model: str) -> MergeRecipe:
+    """The recipe that reproduces one input model unchanged (an endpoint)."""
+    return MergeRecipe.model_validate({"merge_method": "passthrough",
+                                       "models": [{"model": model}]})
 
 
 def load_responses(path: str, n_items: int) -> np.ndarray:
@@ -311,34 +316,27 @@ def evolve(config: EvolveConfig, *, resume: bool = False, progress: Progress | N
 def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     cfg = runner.cfg
     cands = runner.store.of_kind("candidate")
-    # the records of this run's search (resume may have left others from a changed config)
     names = [ts.name for ts in runner.tasks]
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
     order = np.argsort(-est[:, 0], kind="stable")
     best = cands[int(order[0])]
     best_recipe = MergeRecipe.model_validate(best["recipe"])
     # held-out test: endpoints, the best candidates (and the Pareto set)
-    to_test: dict[str, MergeRecipe] = {}
-    base = MergeRecipe.model_validate(
-        {"merge_method": "passthrough", "models": [{"model": cfg.base_model}]})
-    to_test["base"] = base
-    for m in cfg.models:
-        to_test[Path(m).name] = MergeRecipe.model_validate(
-            {"merge_method": "passthrough", "models": [{"model": m}]})
+    to_test = {"base": model_recipe(cfg.base_model)}
+    to_test.update({Path(m).name: model_recipe(m) for m in cfg.models})
     pareto_idx = _pareto(est) if len(names) > 1 else np.array([order[0]])
     picked = list(dict.fromkeys([*order[: cfg.test_top_k].tolist(), *pareto_idx.tolist()]))
-    for rank, i in enumerate(picked):
-        to_test["best" if rank == 0 else f"candidate {i}"] = MergeRecipe.model_validate(
-            cands[i]["recipe"])
+    candidate_label = {i: "best" if rank == 0 else f"candidate {i}"
+                       for rank, i in enumerate(picked)}
+    to_test.update({label: MergeRecipe.model_validate(cands[i]["recipe"])
+                    for i, label in candidate_label.items()})
     test: dict[str, dict[str, float]] = {}
-    test_points = []
     for j, (label, recipe) in enumerate(to_test.items()):
         runner.progress("test", j, len(to_test), label)
         rec = runner.evaluate("test", recipe, {}, "test")
         test[label] = {n: rec["tasks"][n]["accuracy"] for n in names}
-        if label.startswith(("best", "candidate")):
-            i = picked[[k for k in to_test if k.startswith(("best", "candidate"))].index(label)]
-            test_points.append((est[i].tolist(), [test[label][n] for n in names]))
+    test_points = [(est[i].tolist(), [test[label][n] for n in names])
+                   for i, label in candidate_label.items()]
     pareto = [{"recipe": cands[i]["recipe"], "estimates": cands[i]["estimates"]}
               for i in pareto_idx]
     result = EvolveResult(run_dir=runner.run_dir, best_recipe=best_recipe,
