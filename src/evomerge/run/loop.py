@@ -79,6 +79,13 @@ class Runner:
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         self.tasks = [self._load_task(t) for t in config.tasks]
         self.space = self._space(checkpoints)
+        f = config.fitness
+        for ts in self.tasks:
+            if f.subset_size > len(ts.search.items):
+                raise ConfigError(f"task {ts.name}: subset_size {f.subset_size} exceeds its "
+                                  f"{len(ts.search.items)} search items")
+        if f.extraction == "stratified" and not f.stratify_by:
+            raise ConfigError("stratified extraction needs stratify_by (a metadata field)")
         o = config.optimizer
         make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks), pop_size=o.pop_size,
                        n_gen=o.generations, seed=config.seed)  # validates before any work
@@ -97,7 +104,7 @@ class Runner:
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, seed=config.seed,
                                  offload=config.offload)
-        self.store = RunStore(run_dir)
+        self.store: RunStore  # opened by evolve() once the whole config has been validated
         self.new_evaluations = 0
         self._loaded_recipe: str | None = None
 
@@ -182,9 +189,6 @@ class Runner:
                 records.append(self.evaluate("calibration", r, {}, "search"))
         for ts in self.tasks:
             n_total = len(ts.search.items)
-            if f.subset_size > n_total:
-                raise ConfigError(f"task {ts.name}: subset_size {f.subset_size} exceeds its "
-                                  f"{n_total} search items")
             full = (np.array([rec["tasks"][ts.name]["correct"] for rec in records], dtype=float)
                     if records else None)
             if full is not None and ts.name in f.responses:
@@ -210,8 +214,7 @@ class Runner:
         if f.extraction == "random":
             return random_subset(total, n, seed)
         if f.extraction == "stratified":
-            if not f.stratify_by:
-                raise ConfigError("stratified extraction needs stratify_by (a metadata field)")
+            assert f.stratify_by is not None  # checked when the run is set up
             return stratified_subset([it.meta.get(f.stratify_by, "") for it in ts.search.items],
                                      n, seed)
         if f.extraction == "irt_anchors":
@@ -300,10 +303,11 @@ def evolve(config: EvolveConfig, *, resume: bool = False, progress: Progress | N
     elif (run_dir / "evaluations.jsonl").exists():
         raise ConfigError(f"run directory {run_dir} already holds a run (use --resume, or "
                           "another run_dir)")
+    runner = Runner(config, run_dir, progress)  # validates everything; writes nothing
     run_dir.mkdir(parents=True, exist_ok=True)
     if not resume:
         cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    runner = Runner(config, run_dir, progress)
+    runner.store = RunStore(run_dir)
     try:
         runner.calibrate()
         history = runner.search()
