@@ -173,7 +173,7 @@ def test_user_mistakes_give_one_line_and_exit_2(case: str, llama: list[Path],
     make, expected = ERROR_CASES[case]
     models = {"llama": llama, **broken_models}
     recipe = write_recipe(tmp_path / "r.yaml", make(ties_recipe(*llama), models))
-    out = tmp_path / "out"
+    out = tmp_path / "new" / "out"  # a missing parent is not created before work starts
     code, stderr = run_cli(["merge", str(recipe), "-o", str(out)], capsys)
     assert code == 2
     lines = stderr.strip().splitlines()

@@ -73,10 +73,9 @@ def prepare_output(out: Path, force: bool) -> None:
         raise EvomergeError(f"output {out} already exists (use --force to replace it)")
     if out.exists() and not out.is_dir():
         raise EvomergeError(f"output {out} exists and is not a directory")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise EvomergeError(f"cannot create output directory {out.parent}: {exc}") from None
+    existing = next((p for p in out.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise EvomergeError(f"cannot create output directory {out.parent}: {existing} is a file")
 
 
 class CheckpointWriter:
@@ -105,6 +104,11 @@ class CheckpointWriter:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> CheckpointWriter:
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)  # only once work starts
+        except OSError as exc:
+            raise EvomergeError(f"cannot create output directory {self.out.parent}: {exc}"
+                                ) from None
         self.tmp.mkdir()
         self._layout()
         return self
