@@ -63,3 +63,27 @@ def test_only_changed_tensors_are_rewritten(llama: list[Path]) -> None:
                                ).merge_to_dict()
     for name, tensor in expected.items():
         torch.testing.assert_close(model.state_dict()[name], tensor, rtol=1e-6, atol=1e-6)
+
+
+def test_switching_methods_and_a_bf16_live_model(llama: list[Path]) -> None:
+    """Rows added for a new method keep earlier ones valid; a bf16 model gets the float32
+    result rounded once."""
+    from transformers import AutoModelForCausalLM
+
+    base, ft1, ft2 = (str(p) for p in llama)
+    sources = {m: Checkpoint(m) for m in (base, ft1, ft2)}
+
+    def recipe(method: str, w: float):
+        return load_recipe({"merge_method": method, "base_model": base,
+                            "models": [{"model": ft1, "parameters": {"weight": w}},
+                                       {"model": ft2, "parameters": {"weight": 1 - w}}]})
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16)
+    merger = LiveMerger(model, sources)
+    for method, w in [("task_arithmetic", 0.3), ("linear", 0.8), ("task_arithmetic", 0.6)]:
+        merger.apply(recipe(method, w))
+        expected = MergePlan.build(recipe(method, w), sources).merge_to_dict()
+        for name, tensor in expected.items():
+            assert model.state_dict()[name].dtype == torch.bfloat16
+            torch.testing.assert_close(model.state_dict()[name], tensor.to(torch.bfloat16),
+                                       rtol=8e-3, atol=1e-6)  # at most one bf16 ulp
