@@ -6,8 +6,10 @@ merge to disk and loading it back (what Mergenetic does for every candidate).
 Uses the ~135M-parameter bf16 Llama-shaped models of merge_speed.py (built if missing): a
 task-arithmetic merge of two fine-tunes into the base, with new weights for every candidate.
 In memory: ``LiveMerger.apply`` on a float32 model whose inputs and task vectors stay in
-memory. Disk: ``merge_to_disk`` + ``AutoModelForCausalLM.from_pretrained`` + deleting the
-directory and collecting garbage. Interleaved, medians reported; results to
+memory. Disk, three ways, each followed by ``AutoModelForCausalLM.from_pretrained``, deleting
+the directory and collecting garbage: mergekit's ``run_merge`` in-process (what Mergenetic
+does per candidate), evomerge's own ``merge_to_disk``, and ``save_pretrained`` of the already
+merged live model (the disk round trip alone). Interleaved, medians reported; results to
 benchmarks/results/candidate_overhead.json.
 """
 
@@ -46,12 +48,23 @@ def main() -> None:
     args = ap.parse_args()
     base, ft1, ft2 = build_models(args.work)
 
-    def recipe(i: int):
+    def recipe_dict(i: int) -> dict:
         w1, w2 = 0.3 + 0.1 * i, 0.9 - 0.1 * i
-        return load_recipe({"merge_method": "task_arithmetic", "base_model": str(base),
-                            "models": [{"model": str(ft1), "parameters": {"weight": w1}},
-                                       {"model": str(ft2), "parameters": {"weight": w2}}],
-                            "dtype": "bfloat16"})
+        return {"merge_method": "task_arithmetic", "base_model": str(base),
+                "models": [{"model": str(ft1), "parameters": {"weight": w1}},
+                           {"model": str(ft2), "parameters": {"weight": w2}}],
+                "dtype": "bfloat16"}
+
+    def recipe(i: int):
+        return load_recipe(recipe_dict(i))
+
+    def mergekit_merge(i: int, out: Path) -> None:
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import run_merge
+        from mergekit.options import MergeOptions
+
+        run_merge(MergeConfiguration.model_validate(recipe_dict(i)), str(out),
+                  MergeOptions(quiet=True, copy_tokenizer=False, write_model_card=False))
 
     t0 = time.perf_counter()
     sources = {}
@@ -63,37 +76,41 @@ def main() -> None:
     merger = LiveMerger(model, sources)
     merger.apply(recipe(99))  # computes the task vectors once
     setup = time.perf_counter() - t0
-    live, disk, hf = [], [], []
+    live, mk, disk, hf = [], [], [], []
     out = args.work / "candidate-roundtrip"
+
+    def roundtrip(write) -> float:
+        start = time.perf_counter()
+        write()
+        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        del loaded
+        shutil.rmtree(out)
+        gc.collect()
+        return time.perf_counter() - start
+
     for i in range(args.candidates):
         live.append(merger.apply(recipe(i)))
-        start = time.perf_counter()
-        merge_to_disk(recipe(i), out, force=True)
-        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-        del loaded
-        shutil.rmtree(out)
-        gc.collect()
-        disk.append(time.perf_counter() - start)
+        mk.append(roundtrip(lambda i=i: mergekit_merge(i, out)))
+        disk.append(roundtrip(lambda i=i: merge_to_disk(recipe(i), out, force=True)))
         # the same merge (already in the live model) through save_pretrained + from_pretrained
-        start = time.perf_counter()
-        model.save_pretrained(out)
-        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
-        del loaded
-        shutil.rmtree(out)
-        gc.collect()
-        hf.append(time.perf_counter() - start)
-        print(f"candidate {i}: in-memory {live[-1]:.3f} s, merge_to_disk + load "
+        hf.append(roundtrip(lambda: model.save_pretrained(out)))
+        print(f"candidate {i}: in-memory {live[-1]:.3f} s, mergekit + load {mk[-1]:.3f} s, "
+              f"merge_to_disk + load "
               f"{disk[-1]:.3f} s, save_pretrained + from_pretrained {hf[-1]:.3f} s", flush=True)
     result = {"params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
               "setup_s": setup, "in_memory_s": live, "disk_roundtrip_s": disk,
               "median_in_memory_s": statistics.median(live),
+              "mergekit_roundtrip_s": mk, "median_mergekit_s": statistics.median(mk),
+              "ratio_vs_mergekit": statistics.median(mk) / statistics.median(live),
               "median_disk_s": statistics.median(disk),
               "hf_roundtrip_s": hf, "median_hf_roundtrip_s": statistics.median(hf),
               "ratio": statistics.median(hf) / statistics.median(live),
               "ratio_vs_merge_to_disk": statistics.median(disk) / statistics.median(live)}
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "candidate_overhead.json").write_text(json.dumps(result, indent=2))
-    print(f"median in-memory {result['median_in_memory_s']:.3f} s; save_pretrained + "
+    print(f"median in-memory {result['median_in_memory_s']:.3f} s; mergekit run_merge + "
+          f"from_pretrained {result['median_mergekit_s']:.3f} s "
+          f"({result['ratio_vs_mergekit']:.1f}x); save_pretrained + "
           f"from_pretrained {result['median_hf_roundtrip_s']:.3f} s ({result['ratio']:.1f}x); "
           f"merge_to_disk + from_pretrained {result['median_disk_s']:.3f} s "
           f"({result['ratio_vs_merge_to_disk']:.1f}x); one-off setup {setup:.1f} s")

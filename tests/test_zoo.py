@@ -79,6 +79,14 @@ def test_tiny_zoo_build_is_deterministic_loadable_and_checksummed(tmp_path: Path
         assert next(ma.parameters()).dtype == torch.float16
     manifest = verify(tmp_path / "a")
     assert manifest["recipe"] == recipe
+    # experts retrained on the kept base: the same zoo as a full build
+    c = build_zoo(tmp_path / "c", recipe, log=lambda s: None, base_from=tmp_path / "a")
+    assert verify(tmp_path / "c")["files"] == manifest["files"]
+    other = copy.deepcopy(recipe)
+    other["base"]["steps"] += 1
+    with pytest.raises(ModelError, match="different base"):
+        build_zoo(tmp_path / "d", other, log=lambda s: None, base_from=tmp_path / "a")
+    assert not (tmp_path / "d").exists() and list(c) == list(a)
     weights = a["math_en"] / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1

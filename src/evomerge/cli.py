@@ -167,6 +167,9 @@ def zoo_build(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Target directory (default: "
                                               "the package's committed zoo).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing zoo.")] = False,
+    experts_only: Annotated[bool, typer.Option(
+        "--experts-only", help="Keep the existing zoo's base and retrain only the experts "
+                               "(CPU: a few minutes).")] = False,
 ) -> None:
     """Train the demo zoo from its recorded recipe (CPU: about 15 minutes)."""
     from evomerge.errors import EvomergeError as UserError
@@ -176,7 +179,10 @@ def zoo_build(
     target = out or ZOO_DIR
     if (target / "MANIFEST.json").exists() and not force:
         raise UserError(f"a zoo already exists in {target} (use --force to rebuild it)")
-    paths = build_zoo(target, log=lambda line: err.print(line, highlight=False))
+    if experts_only and not (target / "MANIFEST.json").exists():
+        raise UserError(f"--experts-only needs an existing zoo in {target}")
+    paths = build_zoo(target, log=lambda line: err.print(line, highlight=False),
+                      base_from=target if experts_only else None)
     err.print(f"wrote {len(paths)} models to {target}")
 
 
