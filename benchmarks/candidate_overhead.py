@@ -1,16 +1,17 @@
 """Per-candidate cost of applying a merge: in-memory update of a live model vs writing the
 merge to disk and loading it back (what Mergenetic does for every candidate).
 
-    python benchmarks/candidate_overhead.py [--candidates 6]
+    python benchmarks/candidate_overhead.py [--candidates 6] [--dtype float32|bfloat16]
 
 Uses the ~135M-parameter bf16 Llama-shaped models of merge_speed.py (built if missing): a
 task-arithmetic merge of two fine-tunes into the base, with new weights for every candidate.
-In memory: ``LiveMerger.apply`` on a float32 model whose inputs and task vectors stay in
-memory. Disk, three ways, each followed by ``AutoModelForCausalLM.from_pretrained``, deleting
-the directory and collecting garbage: mergekit's ``run_merge`` in-process (what Mergenetic
-does per candidate), evomerge's own ``merge_to_disk``, and ``save_pretrained`` of the already
-merged live model (the disk round trip alone). Interleaved, medians reported; results to
-benchmarks/results/candidate_overhead.json.
+In memory: ``LiveMerger.apply`` on a model in ``--dtype`` (evolve's ``dtype``) whose inputs
+and task vectors stay in memory. Disk, three ways, each followed by
+``AutoModelForCausalLM.from_pretrained``, deleting the directory and collecting garbage:
+mergekit's ``run_merge`` in-process (what Mergenetic does per candidate), evomerge's own
+``merge_to_disk``, and ``save_pretrained`` of the already merged live model (the disk round
+trip alone). Interleaved, medians reported; results to
+benchmarks/results/candidate_overhead_<dtype>.json. Every loaded model uses ``--dtype``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--candidates", type=int, default=6)
     ap.add_argument("--work", type=Path, default=HERE / "work" / "merge_speed")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     args = ap.parse_args()
+    dtype = getattr(torch, args.dtype)
     base, ft1, ft2 = build_models(args.work)
 
     def recipe_dict(i: int) -> dict:
@@ -70,10 +73,10 @@ def main() -> None:
     sources = {}
     for path in (base, ft1, ft2):
         ck = Checkpoint(path)
-        sources[str(path)] = TensorDictSource({k: ck.get(k).float() for k in ck.names()},
+        sources[str(path)] = TensorDictSource({k: ck.get(k).to(dtype) for k in ck.names()},
                                               str(path), ck.config)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    merger = LiveMerger(model, sources)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    merger = LiveMerger(model, sources, dtype=dtype)
     merger.apply(recipe(99))  # computes the task vectors once
     setup = time.perf_counter() - t0
     live, mk, disk, hf = [], [], [], []
@@ -82,7 +85,7 @@ def main() -> None:
     def roundtrip(write) -> float:
         start = time.perf_counter()
         write()
-        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+        loaded = AutoModelForCausalLM.from_pretrained(out, dtype=dtype)
         del loaded
         shutil.rmtree(out)
         gc.collect()
@@ -97,7 +100,8 @@ def main() -> None:
         print(f"candidate {i}: in-memory {live[-1]:.3f} s, mergekit + load {mk[-1]:.3f} s, "
               f"merge_to_disk + load "
               f"{disk[-1]:.3f} s, save_pretrained + from_pretrained {hf[-1]:.3f} s", flush=True)
-    result = {"params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
+    result = {"dtype": args.dtype,
+              "params_millions": sum(p.numel() for p in model.parameters()) / 1e6,
               "setup_s": setup, "in_memory_s": live, "disk_roundtrip_s": disk,
               "median_in_memory_s": statistics.median(live),
               "mergekit_roundtrip_s": mk, "median_mergekit_s": statistics.median(mk),
@@ -107,7 +111,8 @@ def main() -> None:
               "ratio": statistics.median(hf) / statistics.median(live),
               "ratio_vs_merge_to_disk": statistics.median(disk) / statistics.median(live)}
     (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "candidate_overhead.json").write_text(json.dumps(result, indent=2))
+    path = HERE / "results" / f"candidate_overhead_{args.dtype}.json"
+    path.write_text(json.dumps(result, indent=2))
     print(f"median in-memory {result['median_in_memory_s']:.3f} s; mergekit run_merge + "
           f"from_pretrained {result['median_mergekit_s']:.3f} s "
           f"({result['ratio_vs_mergekit']:.1f}x); save_pretrained + "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from evomerge.config import load_config
@@ -142,8 +143,11 @@ def test_other_optimizers_spaces_and_multi_objective(tiny_zoo: Path, tmp_path: P
                                                      tasks: list) -> None:
     cfg = config(tiny_zoo, tmp_path / "run", space=space, tasks=tasks,
                  optimizer={"name": optimizer, "pop_size": 4, "generations": 2},
-                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0})
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0},
+                 dtype="bfloat16" if optimizer == "random" else "float32")
     result = evolve(load_config(cfg))
+    if optimizer == "random":  # searched in bf16: the best model's held-out score reproduces
+        _check_best_checkpoint_scores(tmp_path / "run", result, torch.bfloat16)
     cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
     if space.get("grid"):
         for r in cands:  # discrete genes really are on the grid
@@ -151,6 +155,19 @@ def test_other_optimizers_spaces_and_multi_objective(tiny_zoo: Path, tmp_path: P
     if len(tasks) == 2:
         assert (tmp_path / "run" / "pareto.png").exists() and result.pareto
     assert len(cands) >= 4
+
+
+def _check_best_checkpoint_scores(run_dir: Path, result: object, dtype: torch.dtype) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.eval.evaluator import Evaluator
+    from evomerge.zoo.data import zoo_task
+
+    model = AutoModelForCausalLM.from_pretrained(run_dir / "best", dtype=dtype)
+    assert next(model.parameters()).dtype == dtype
+    ev = Evaluator(model, AutoTokenizer.from_pretrained(run_dir / "best"))
+    assert ev(zoo_task("add_it", "test")).accuracy == pytest.approx(
+        result.test["best"]["add_it"], abs=1e-9)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("change, message", [

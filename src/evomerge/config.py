@@ -86,6 +86,9 @@ class EvolveConfig(_Strict):
     optimizer: OptimizerConfig = OptimizerConfig()
     seed: int = 0
     device: str = "cpu"
+    # precision candidates are merged and evaluated in; bfloat16 halves memory and the
+    # per-candidate update (as mergekit computes in a recipe's dtype)
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     offload: bool = False  # keep inputs and task vectors in CPU memory, stream per tensor
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"

@@ -1,13 +1,13 @@
 """Applying recipes to one live model in place, as fast as the search loop needs.
 
-Inputs stay on the compute device for the whole search. For task-arithmetic and linear
-candidates, each tensor keeps one matrix whose rows are what a candidate combines (the base
-and the task vectors, model - base, computed once; or the models themselves for linear): a
-candidate is then a single matrix-vector product written straight into the live parameter,
-one pass over memory instead of a copy plus one multiply-add per model
-(benchmarks/candidate_overhead.py). Tensors whose inputs and parameters did not change since
-the previous candidate are skipped, so a genome that moves one layer group only rewrites that
-group. Every other method goes through the planner.
+Inputs stay on the compute device for the whole search. Task vectors (model - base) are
+computed once; a task-arithmetic candidate is then one ``torch.add(base, delta, alpha=w,
+out=parameter)`` and one in-place multiply-add per further model (linear: a ``mul`` and
+adds), written straight into the live parameters: the fewest passes over memory that stock
+PyTorch offers (a stacked matrix-vector product was 1.5x slower on CPU, see
+docs/benchmarks.md). Tensors whose inputs and
+parameters did not change since the previous candidate are skipped, so a genome that moves
+one layer group only rewrites that group. Every other method goes through the planner.
 """
 
 from __future__ import annotations
@@ -23,39 +23,18 @@ from evomerge.io.checkpoint import TensorSource
 from evomerge.merge.planner import MergePlan, TensorTask
 from evomerge.recipe import MergeRecipe
 
-Ref = tuple[str, str]
-RowKey = tuple[str, ...]  # ("tensor", model, name) | ("delta", model, name, base, base name)
-
 
 def _key(task: TensorTask, method: str) -> tuple[Any, ...]:
     return (method, tuple(task.inputs), task.base, tuple(sorted(task.shared.items())),
             tuple((k, tuple(v)) for k, v in sorted(task.per_model.items())), task.seed)
 
 
-class _Rows:
-    """The vectors one output tensor is an affine combination of, stacked as rows."""
-
-    def __init__(self) -> None:
-        self.index: dict[RowKey, int] = {}
-        self.matrix: torch.Tensor | None = None
-
-    def ensure(self, keys: list[RowKey], make: Any) -> None:
-        new = [k for k in keys if k not in self.index]
-        if not new:
-            return
-        rows = [make(k).reshape(1, -1) for k in new]
-        self.matrix = torch.cat(([self.matrix] if self.matrix is not None else []) + rows)
-        for k in new:
-            self.index[k] = len(self.index)
-
-
 class LiveMerger:
     def __init__(self, module: torch.nn.Module, sources: Mapping[str, TensorSource], *,
                  dtype: torch.dtype = torch.float32, seed: int = 0, offload: bool = False
                  ) -> None:
-        """``offload``: keep the stacked inputs in (pinned, when CUDA is there) CPU memory
-        and stream them to the model's device per tensor, for devices too small to hold
-        them."""
+        """``offload``: keep task vectors in (pinned, when CUDA is there) CPU memory and
+        stream them to the model's device per tensor, for devices too small to hold them."""
         self.module = module
         self.sources = sources
         self.dtype = dtype
@@ -65,37 +44,37 @@ class LiveMerger:
         self.cache_device = torch.device("cpu") if offload else self.device
         self._state = module.state_dict(keep_vars=True)
         self._applied: dict[str, tuple[Any, ...]] = {}
-        self._rows: dict[str, _Rows] = {}
+        self._deltas: dict[tuple[str, str, str, str], torch.Tensor] = {}
         self.last_seconds = 0.0
         self.last_rewritten = 0
 
-    def _tensor(self, ref: Ref) -> torch.Tensor:
+    def _tensor(self, ref: tuple[str, str]) -> torch.Tensor:
         return self.sources[ref[0]].get(ref[1]).to(self.device, self.dtype, non_blocking=True)
 
-    def _row(self, key: RowKey) -> torch.Tensor:
-        if key[0] == "delta":
-            return self._tensor((key[1], key[2])) - self._tensor((key[3], key[4]))
-        return self._tensor((key[1], key[2]))
-
-    def _combine(self, name: str, target: torch.Tensor, terms: list[tuple[RowKey, float]]) -> None:
-        """target = sum of coefficient * row, in one matrix-vector product."""
-        rows = self._rows.setdefault(name, _Rows())
-        rows.ensure([k for k, _ in terms], self._row)
-        assert rows.matrix is not None
-        if rows.matrix.device != self.cache_device:
-            rows.matrix = rows.matrix.to(self.cache_device)
+    def _delta(self, ref: tuple[str, str], base: tuple[str, str]) -> torch.Tensor:
+        key = (*ref, *base)
+        d = self._deltas.get(key)
+        if d is None:
+            d = (self._tensor(ref) - self._tensor(base)).to(self.cache_device)
             if self.offload and torch.cuda.is_available():
-                rows.matrix = rows.matrix.pin_memory()
-        coeffs = [0.0] * len(rows.index)
-        for k, c in terms:
-            coeffs[rows.index[k]] += c
-        weights = torch.tensor(coeffs, dtype=self.dtype).to(self.device, non_blocking=True)
-        matrix = rows.matrix.to(self.device, non_blocking=True)
-        flat = target.view(-1)
-        if target.dtype == self.dtype and target.is_contiguous():
-            torch.mv(matrix.t(), weights, out=flat)
+                d = d.pin_memory()
+            self._deltas[key] = d
+        return d.to(self.device, non_blocking=True)
+
+    def _combine(self, target: torch.Tensor, start: torch.Tensor | None,
+                 terms: list[tuple[torch.Tensor, float]]) -> None:
+        """target = start + sum of weight * tensor, in float ``self.dtype``, rounded once into
+        the target's dtype."""
+        out = target if target.dtype == self.dtype else torch.empty_like(target, dtype=self.dtype)
+        (first, w0), rest = terms[0], terms[1:]
+        if start is None:
+            torch.mul(first, w0, out=out)
         else:
-            target.copy_(torch.mv(matrix.t(), weights).view_as(target))
+            torch.add(start, first, alpha=w0, out=out)
+        for t, w in rest:
+            out.add_(t, alpha=w)
+        if out is not target:
+            target.copy_(out)
 
     @torch.no_grad()
     def apply(self, recipe: MergeRecipe) -> float:
@@ -115,18 +94,18 @@ class LiveMerger:
             weights = task.per_model.get("weight")
             if task.copy_only:
                 target.copy_(self._tensor(task.inputs[0]))
-            elif name == "task_arithmetic" and not task.shared.get("normalize"):
-                assert task.base is not None and weights is not None
+            elif name == "task_arithmetic" and not task.shared.get("normalize") and weights:
+                assert task.base is not None
                 scale = task.shared.get("lambda", 1.0)
-                self._combine(task.out.name, target, [(("tensor", *task.base), 1.0)] + [
-                    (("delta", *ref, *task.base), w * scale)
-                    for ref, w in zip(task.inputs, weights, strict=True)])
+                terms = [(self._delta(ref, task.base), w * scale)
+                         for ref, w in zip(task.inputs, weights, strict=True)]
+                self._combine(target, self._tensor(task.base), terms)
             elif name == "linear" and task.shared.get("normalize", True) and weights and abs(
                     sum(weights)) > 1e-12:
                 total = sum(weights)
-                self._combine(task.out.name, target, [
-                    (("tensor", *ref), w / total)
-                    for ref, w in zip(task.inputs, weights, strict=True)])
+                terms = [(self._tensor(ref), w / total)
+                         for ref, w in zip(task.inputs, weights, strict=True)]
+                self._combine(target, None, terms)
             else:
                 target.copy_(plan.compute(task, self.device, self.dtype))
             self._applied[task.out.name] = key

@@ -91,8 +91,9 @@ class Runner:
                        n_gen=o.generations, seed=config.seed)  # validates before any work
         # every model's tensors once, in compute precision, on the compute device
         keep_on = torch.device("cpu") if config.offload else self.device
+        dtype = getattr(torch, config.dtype)
         self.sources = {name: TensorDictSource(
-            {k: ck.get(k).to(keep_on, torch.float32) for k in ck.names()}, name, ck.config)
+            {k: ck.get(k).to(keep_on, dtype) for k in ck.names()}, name, ck.config)
             for name, ck in checkpoints.items()}
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -100,9 +101,9 @@ class Runner:
         hf_logging.disable_progress_bar()
         self.tokenizer = AutoTokenizer.from_pretrained(config.base_model)
         self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
-                                                          dtype=torch.float32).to(self.device)
+                                                          dtype=dtype).to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
-        self.merger = LiveMerger(self.model, self.sources, seed=config.seed,
+        self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload)
         self.store: RunStore  # opened by evolve() once the whole config has been validated
         self.new_evaluations = 0
@@ -351,5 +352,5 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
 
     write_report(result, names, est, test_points)
     if cfg.write_best and not (runner.run_dir / "best").exists():
-        merge_to_disk(best_recipe, runner.run_dir / "best", seed=cfg.seed)
+        merge_to_disk(best_recipe, runner.run_dir / "best", seed=cfg.seed, dtype=cfg.dtype)
     return result
