@@ -40,8 +40,21 @@ def evolve(config: Any, *, resume: bool = False) -> Any:
     return run(config, resume=resume)
 
 
+def np_merge(config: Any, *, force: bool = False) -> Any:
+    """Learned per-parameter merging of causal LMs; ``config`` is an ``NPMergeConfig``, a
+    YAML path or a dict (same fields as ``evomerge np-merge``). Returns an
+    ``NPMergeJobResult``. For any ``torch.nn.Module``, see ``evomerge.npmerge``."""
+    from evomerge.config import NPMergeConfig, load_np_merge_config
+    from evomerge.npmerge.job import np_merge as run
+
+    if not isinstance(config, NPMergeConfig):
+        config = load_np_merge_config(config)
+    return run(config, force=force)
+
+
 __all__ = [
     "evolve",
+    "np_merge",
     "ConfigError",
     "EvomergeError",
     "MergePlan",

@@ -112,6 +112,38 @@ def demo(
     _print_result(result)
 
 
+@app.command("np-merge")
+def np_merge(
+    config: Annotated[Path, typer.Argument(help="NP Merge config YAML.")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output model directory "
+                                              "(default: the config's output).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Learn one merging coefficient per parameter on a task's items (NP Merge)."""
+    from rich.table import Table
+
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import np_merge as run_np_merge
+
+    cfg = load_np_merge_config(config)
+    if out is not None:
+        cfg = cfg.model_copy(update={"output": str(out)})
+    with _progress(quiet) as update:
+        steps = (lambda done, total, loss: update("learning", done, total, f"loss {loss:.4f}")
+                 ) if update else None
+        result = run_np_merge(cfg, force=force, progress=steps)
+    if result.test:
+        table = Table(title="test accuracy (%)")
+        table.add_column("model")
+        table.add_column("accuracy", justify="right")
+        for label, acc in result.test.items():
+            table.add_row(label, f"{100 * acc:.1f}")
+        Console().print(table)
+    typer.echo(f"wrote {result.output} (loss {result.losses[0]:.4f} -> "
+               f"{result.losses[-1]:.4f} over {len(result.losses)} steps)")
+
+
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 

@@ -1,4 +1,5 @@
-"""Run configuration for ``evomerge evolve`` (pydantic; YAML on disk)."""
+"""Job configurations for ``evomerge evolve`` and ``evomerge np-merge`` (pydantic; YAML on
+disk)."""
 
 from __future__ import annotations
 
@@ -97,13 +98,7 @@ class EvolveConfig(_Strict):
 
     def resolved(self, base_dir: Path) -> EvolveConfig:
         def fix(p: str | None) -> str | None:
-            if p is None:
-                return None
-            path = Path(p).expanduser()
-            if path.is_absolute() or path.exists():
-                return str(path.resolve()) if path.exists() else str(path)
-            cand = base_dir / path
-            return str(cand.resolve()) if cand.exists() else p
+            return _resolve(p, base_dir)
 
         data = self.model_dump()
         data["base_model"] = fix(self.base_model)
@@ -113,21 +108,84 @@ class EvolveConfig(_Strict):
         return EvolveConfig.model_validate(data)
 
 
-def load_config(source: str | Path | dict[str, Any]) -> EvolveConfig:
-    base_dir = Path.cwd()
+class DataConfig(_Strict):
+    """Items to learn from or test on: a zoo task's split, or a task file (JSONL, CSV or a
+    local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks)."""
+
+    zoo: str | None = None
+    split: Literal["train", "search", "test"] = "train"
+    file: str | None = None
+    options: dict[str, Any] = {}
+    limit: int | None = Field(default=None, ge=1)  # only the first N items
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.zoo is None) == (self.file is None):
+            raise ValueError("give either zoo (a zoo task name) or file")
+        return self
+
+
+class NPMergeConfig(_Strict):
+    """``evomerge np-merge``: learned per-parameter merging of causal LMs."""
+
+    models: list[str] = Field(min_length=2)
+    data: DataConfig
+    test: DataConfig | None = None
+    steps: int = Field(default=100, ge=1)
+    lr: float = Field(default=0.05, gt=0)
+    batch_size: int = Field(default=32, ge=1)
+    granularity: Literal["parameter", "row", "tensor"] = "parameter"
+    mode: Literal["pairwise", "softmax"] = "pairwise"
+    seed: int = 0
+    device: str = "cpu"
+    output: str = "np-merged"
+
+    def resolved(self, base_dir: Path) -> NPMergeConfig:
+        data = self.model_dump()
+        data["models"] = [_resolve(m, base_dir) for m in self.models]
+        for key in ("data", "test"):
+            if data[key] is not None:
+                data[key]["file"] = _resolve(data[key]["file"], base_dir)
+        return NPMergeConfig.model_validate(data)
+
+
+def _resolve(p: str | None, base_dir: Path) -> str | None:
+    """A path as given when it exists from here or is absolute, else relative to the config
+    file's directory when it exists there."""
+    if p is None:
+        return None
+    path = Path(p).expanduser()
+    if path.is_absolute() or path.exists():
+        return str(path.resolve()) if path.exists() else str(path)
+    cand = base_dir / path
+    return str(cand.resolve()) if cand.exists() else p
+
+
+def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:
     if isinstance(source, dict):
-        data = source
-    else:
-        path = Path(source)
-        if not path.exists():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config is not valid YAML: {exc}") from None
-        base_dir = path.resolve().parent
+        return source, Path.cwd()
+    path = Path(source)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError("config must be a YAML mapping")
+    return data, path.resolve().parent
+
+
+def load_np_merge_config(source: str | Path | dict[str, Any]) -> NPMergeConfig:
+    data, base_dir = _read(source)
+    try:
+        return NPMergeConfig.model_validate(data).resolved(base_dir)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+
+
+def load_config(source: str | Path | dict[str, Any]) -> EvolveConfig:
+    data, base_dir = _read(source)
     try:
         return EvolveConfig.model_validate(data).resolved(base_dir)
     except ValidationError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from evomerge.eval.answer_batches import encode_answers as encode
 from evomerge.zoo.data import Item, vocabulary
 
 SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -41,26 +42,6 @@ def model_config(vocab_size: int, hidden: int = 128, layers: int = 4) -> Any:
                        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4,
                        max_position_embeddings=32, pad_token_id=0, bos_token_id=1,
                        eos_token_id=2, tie_word_embeddings=False)
-
-
-def encode(tok: Any, pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor,
-                                                             torch.Tensor]:
-    """Right-padded input ids, attention mask and labels (answer + eos only)."""
-    rows, labels = [], []
-    for prompt, answer in pairs:
-        p = tok(prompt, add_special_tokens=True)["input_ids"]
-        a = tok(answer, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
-        rows.append(p + a)
-        labels.append([-100] * len(p) + a)
-    n = max(len(r) for r in rows)
-    ids = torch.full((len(rows), n), tok.pad_token_id)
-    lab = torch.full((len(rows), n), -100)
-    mask = torch.zeros((len(rows), n), dtype=torch.long)
-    for i, (r, la) in enumerate(zip(rows, labels, strict=True)):
-        ids[i, : len(r)] = torch.tensor(r)
-        lab[i, : len(la)] = torch.tensor(la)
-        mask[i, : len(r)] = 1
-    return ids, mask, lab
 
 
 def train(model: torch.nn.Module, tok: Any, batches: Iterator[list[tuple[str, str]]], steps: int,

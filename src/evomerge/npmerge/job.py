@@ -1,0 +1,151 @@
+"""``evomerge np-merge``: NP Merge of causal LMs on a task's items, written as a checkpoint.
+
+The models share one architecture (fine-tunes of one base need no alignment); the loss is
+the LM loss on the answers of the training items. The merged model is written to a
+temporary directory beside the output and renamed into place; with a test task, every
+endpoint and the merge are scored on it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from evomerge.config import DataConfig, NPMergeConfig
+from evomerge.errors import ConfigError, ModelError
+from evomerge.eval.answer_batches import encode_answers
+from evomerge.eval.tasks import Task, load_task
+from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.writer import prepare_output
+from evomerge.merge.disk import resolve_device
+from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
+
+
+@dataclass
+class NPMergeJobResult:
+    output: Path
+    losses: list[float]
+    test: dict[str, float] = field(default_factory=dict)  # model label -> accuracy
+
+
+def load_data(d: DataConfig, role: str) -> Task:
+    if d.zoo is not None:
+        from evomerge.zoo.data import TEMPLATES, zoo_task
+
+        if d.zoo not in TEMPLATES:
+            raise ConfigError(f"{role}: unknown zoo task {d.zoo!r} "
+                              f"(known: {', '.join(TEMPLATES)})")
+        task = zoo_task(d.zoo, d.split)
+    else:
+        task = load_task(d.file, name=role, **d.options)  # type: ignore[arg-type]
+    if d.limit is not None:
+        task = task.subset([it.id for it in task.items[: d.limit]])
+    if not task.items:
+        raise ConfigError(f"{role}: no items")
+    return task
+
+
+def _check_models(paths: list[str]) -> None:
+    shapes = []
+    for p in paths:
+        ck = Checkpoint(p)  # raises a one-line ModelError for a missing or broken model
+        shapes.append({n: tuple(ck.shape(n)) for n in ck.names()})
+    for p, s in zip(paths[1:], shapes[1:], strict=True):
+        if s.keys() != shapes[0].keys():
+            name = sorted(s.keys() ^ shapes[0].keys())[0]
+            raise ModelError(f"{p} and {paths[0]} differ in their tensors ({name})")
+        bad = next((n for n in s if s[n] != shapes[0][n]), None)
+        if bad is not None:
+            raise ModelError(f"{bad}: shape {s[bad]} in {p}, {shapes[0][bad]} in {paths[0]}")
+
+
+def _batches(tok: Any, task: Task, size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
+    rng = random.Random(seed)
+    while True:  # reshuffled epochs
+        order = pairs[:]
+        rng.shuffle(order)
+        for i in range(0, len(order), size):
+            ids, mask, labels = encode_answers(tok, order[i:i + size])
+            yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress | None = None,
+             log: Callable[[str], None] = lambda s: None) -> NPMergeJobResult:
+    """Run the NP Merge job of ``config``; returns the output path, the loss per step and
+    the test accuracies."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    out = Path(config.output).resolve()
+    prepare_output(out, force)
+    dev = resolve_device(config.device)
+    _check_models(config.models)
+    train_task = load_data(config.data, "data")
+    if train_task.kind != "generate":
+        raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
+                          "not supported")
+    test_task = load_data(config.test, "test") if config.test is not None else None
+    torch.manual_seed(config.seed)
+    tok = AutoTokenizer.from_pretrained(config.models[0])
+    states = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).state_dict()
+              for m in config.models]
+    model = AutoModelForCausalLM.from_pretrained(config.models[0], dtype=torch.float32)
+    log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
+        f"{config.steps} steps")
+    result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
+                                                      config.seed),
+                              lm_loss, steps=config.steps, lr=config.lr,
+                              granularity=config.granularity, mode=config.mode, device=dev,
+                              progress=progress)
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in result.state_dict.items():
+            target = params[name] if name in params else model.get_buffer(name)
+            target.copy_(value)
+    tmp = out.parent / f".{out.name}.partial"
+    shutil.rmtree(tmp, ignore_errors=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "np_merge.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
+                                                          sort_keys=False))
+        summary = {n: {"mean": float(c.float().mean()), "std": float(c.float().std())
+                       if c.numel() > 1 else 0.0}
+                   for n, c in result.coefficients[-1].items()}
+        (tmp / "np_merge_coefficients.json").write_text(json.dumps(
+            {"losses": result.losses, "last_merge_coefficients": summary}, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    job = NPMergeJobResult(out, result.losses)
+    if test_task is not None:
+        job.test = _test(config, test_task, tok, model, dev)
+    return job
+
+
+def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,
+          dev: torch.device) -> dict[str, float]:
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.eval.evaluator import Evaluator
+
+    scores = {}
+    for i, path in enumerate(config.models):
+        endpoint = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev)
+        label = Path(path).name if Path(path).name not in scores else f"{Path(path).name}#{i}"
+        scores[label] = Evaluator(endpoint, tok, batch_size=64)(task).accuracy
+    scores["np-merge"] = Evaluator(merged.to(dev), tok, batch_size=64)(task).accuracy
+    return scores

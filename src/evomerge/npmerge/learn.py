@@ -1,0 +1,179 @@
+"""NP Merge: learn one merging coefficient per parameter by gradient descent on a task loss.
+
+W = alpha * W_A + (1 - alpha) * W_B with alpha = sigmoid(p), p initialised to 0 (the plain
+average) and trained with Adam on a small dataset. The merged weights are never materialised
+as a model of their own: each step calls the network through ``torch.func.functional_call``
+with the merged tensors, so gradients flow to the coefficients only. More than two models:
+successive pairwise merges (as in the paper), or one joint softmax over the K models per
+parameter (``mode="softmax"``).
+
+Memory per step, beyond the K endpoints: the coefficients, their gradient and Adam's two
+moments (4 x the model size at ``granularity="parameter"``; per output row or per tensor
+they are negligible), plus the merged weights and their gradient (2 x the model size) and the
+activations of one batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch.func import functional_call
+
+from evomerge.errors import ConfigError, ModelError
+
+Granularity = Literal["parameter", "row", "tensor"]
+Mode = Literal["pairwise", "softmax"]
+Forward = Callable[..., Any]
+LossFn = Callable[[Forward, Any], torch.Tensor]
+Progress = Callable[[int, int, float], None]  # step, total steps, loss
+
+
+def classification_loss(forward: Forward, batch: tuple[torch.Tensor, torch.Tensor]
+                        ) -> torch.Tensor:
+    """Cross-entropy of ``forward(x)`` against labels ``y`` for a batch ``(x, y)``."""
+    x, y = batch
+    return torch.nn.functional.cross_entropy(forward(x), y)
+
+
+def lm_loss(forward: Forward, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """A causal LM's own loss on ``batch`` (input_ids, attention_mask, labels)."""
+    return forward(**batch).loss
+
+
+def coefficient_shape(shape: torch.Size, granularity: Granularity) -> tuple[int, ...]:
+    if granularity == "parameter" or len(shape) == 0:
+        return tuple(shape)
+    if granularity == "row":
+        return (shape[0],) + (1,) * (len(shape) - 1)
+    if granularity == "tensor":
+        return (1,) * len(shape)
+    raise ConfigError(f"unknown granularity {granularity!r} (parameter, row, tensor)")
+
+
+@dataclass
+class NPMergeResult:
+    state_dict: dict[str, torch.Tensor]
+    # pairwise: one alpha tensor per parameter and merge step (weight of the running merge);
+    # softmax: the K weights per parameter, stacked on a leading axis
+    coefficients: list[dict[str, torch.Tensor]]
+    losses: list[float] = field(default_factory=list)
+
+
+def _stream(batches: Iterable[Any]) -> Iterator[Any]:
+    """Batches without end: a re-iterable (list, DataLoader) is iterated again and again; an
+    iterator is used as it comes and must last for all the steps."""
+    if isinstance(batches, Iterator):
+        yield from batches
+        raise ConfigError("the data iterator ran out before the last step (pass a list or "
+                          "a DataLoader, or an endless iterator)")
+    while True:
+        empty = True
+        for b in batches:
+            empty = False
+            yield b
+        if empty:
+            raise ConfigError("no training batches")
+
+
+def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torch.Tensor]],
+                     batches: Iterable[Any], loss_fn: LossFn = classification_loss, *,
+                     steps: int = 100, lr: float = 0.05, granularity: Granularity = "parameter",
+                     mode: Mode = "pairwise", device: str | torch.device | None = None,
+                     progress: Progress | None = None) -> NPMergeResult:
+    """Merge the state dicts ``states`` (same architecture as ``module``, aligned first when
+    trained from different initialisations) with coefficients learned on ``batches``.
+
+    ``loss_fn(forward, batch)`` returns the loss of one batch, where ``forward`` calls
+    ``module`` with the merged weights. Floating-point buffers (BatchNorm statistics) are
+    averaged, others taken from the first model. ``steps`` counts optimiser steps per pairwise
+    merge (K - 1 of them) or in all for softmax."""
+    if len(states) < 2:
+        raise ConfigError("NP Merge needs at least two models")
+    if steps < 1 or lr <= 0:
+        raise ConfigError("steps must be >= 1 and lr > 0")
+    dev = torch.device(device) if device is not None else next(module.parameters()).device
+    names = [n for n, p in module.named_parameters() if p.is_floating_point()]
+    for i, s in enumerate(states):
+        for n in names:
+            if n not in s:
+                raise ModelError(f"model {i} has no parameter {n}")
+            if s[n].shape != states[0][n].shape:
+                raise ModelError(f"parameter {n}: shape {tuple(s[n].shape)} in model {i}, "
+                                 f"{tuple(states[0][n].shape)} in model 0")
+    module = module.to(dev)
+    module.eval()
+    tensors = [{n: s[n].detach().to(dev, torch.float32) for n in names} for s in states]
+    buffers = {}
+    for n, b in module.named_buffers():
+        vals = [s[n] for s in states if n in s]
+        if vals and b.is_floating_point():
+            buffers[n] = torch.stack([v.to(dev, b.dtype) for v in vals]).mean(0)
+        elif vals:
+            buffers[n] = vals[0].to(dev)
+    stream = _stream(batches)
+    losses: list[float] = []
+    coefficients: list[dict[str, torch.Tensor]] = []
+    total = steps * (len(states) - 1 if mode == "pairwise" else 1)
+
+    def train(logits: dict[str, torch.Tensor],
+              combine: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
+        opt = torch.optim.Adam(list(logits.values()), lr=lr)
+        for _ in range(steps):
+            params = {n: combine(n, logits[n]) for n in names}
+
+            def forward(*args: Any, params: dict = params, **kwargs: Any) -> Any:
+                return functional_call(module, {**params, **buffers}, args, kwargs)
+
+            loss = loss_fn(forward, _to(next(stream), dev))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+            if progress is not None:
+                progress(len(losses), total, losses[-1])
+
+    if mode == "pairwise":
+        merged = tensors[0]
+        for other in tensors[1:]:
+            logits = {n: torch.zeros(coefficient_shape(merged[n].shape, granularity),
+                                     device=dev, requires_grad=True) for n in names}
+
+            def pair(n: str, p: torch.Tensor, a: dict = merged, b: dict = other
+                     ) -> torch.Tensor:
+                return b[n] + torch.sigmoid(p) * (a[n] - b[n])
+
+            train(logits, pair)
+            with torch.no_grad():
+                merged = {n: pair(n, logits[n]) for n in names}
+            coefficients.append({n: torch.sigmoid(p).detach().cpu() for n, p in logits.items()})
+    elif mode == "softmax":
+        k = len(tensors)
+        logits = {n: torch.zeros((k, *coefficient_shape(tensors[0][n].shape, granularity)),
+                                 device=dev, requires_grad=True) for n in names}
+
+        def joint(n: str, p: torch.Tensor) -> torch.Tensor:
+            w = torch.softmax(p, dim=0)
+            return sum(w[i] * tensors[i][n] for i in range(k))  # type: ignore[return-value]
+
+        train(logits, joint)
+        with torch.no_grad():
+            merged = {n: joint(n, logits[n]) for n in names}
+        coefficients.append({n: torch.softmax(p.detach(), 0).cpu() for n, p in logits.items()})
+    else:
+        raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax)")
+    state = {n: merged[n].detach().to("cpu", states[0][n].dtype) for n in names}
+    state.update({n: b.detach().cpu() for n, b in buffers.items()})
+    return NPMergeResult(state, coefficients, losses)
+
+
+def _to(batch: Any, dev: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(dev)
+    if isinstance(batch, Mapping):
+        return {k: _to(v, dev) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to(v, dev) for v in batch)
+    return batch
