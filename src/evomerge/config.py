@@ -117,6 +117,7 @@ class DataConfig(_Strict):
     file: str | None = None
     options: dict[str, Any] = {}
     limit: int | None = Field(default=None, ge=1)  # only the first N items
+    ids: list[str] | None = None  # only these item ids (e.g. an evolve run's subset)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:

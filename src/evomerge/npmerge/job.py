@@ -46,6 +46,8 @@ def load_data(d: DataConfig, role: str) -> Task:
         task = zoo_task(d.zoo, d.split)
     else:
         task = load_task(d.file, name=role, **d.options)  # type: ignore[arg-type]
+    if d.ids is not None:
+        task = task.subset(d.ids)
     if d.limit is not None:
         task = task.subset([it.id for it in task.items[: d.limit]])
     if not task.items:
