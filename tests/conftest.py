@@ -25,3 +25,20 @@ def families(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Path]]:
 @pytest.fixture(scope="session")
 def llama(families: dict[str, list[Path]]) -> list[Path]:
     return families["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A throwaway zoo (hidden 32, 2 layers, a few training steps) for search tests."""
+    import copy
+
+    from evomerge.zoo.build import ZOO_RECIPE, build_zoo
+
+    recipe = copy.deepcopy(ZOO_RECIPE)
+    recipe["model"] = {"hidden": 32, "layers": 2}
+    recipe["base"].update(steps=40, batch=32, warmup=5)
+    recipe["expert_training"].update(steps=20, batch=16, lr=3e-3)
+    recipe["experts"] = {"math_en": ["add_en"], "lang_it": ["num_it", "max_it"]}
+    root = tmp_path_factory.mktemp("zoo") / "zoo"
+    build_zoo(root, recipe, log=lambda s: None)
+    return root

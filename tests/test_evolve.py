@@ -3,7 +3,6 @@ SIGKILL, report, errors."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import signal
@@ -20,20 +19,6 @@ import yaml
 from evomerge.config import load_config
 from evomerge.errors import EvomergeError
 from evomerge.run.loop import evolve
-
-
-@pytest.fixture(scope="module")
-def tiny_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from evomerge.zoo.build import ZOO_RECIPE, build_zoo
-
-    recipe = copy.deepcopy(ZOO_RECIPE)
-    recipe["model"] = {"hidden": 32, "layers": 2}
-    recipe["base"].update(steps=40, batch=32, warmup=5)
-    recipe["expert_training"].update(steps=20, batch=16, lr=3e-3)
-    recipe["experts"] = {"math_en": ["add_en"], "lang_it": ["num_it", "max_it"]}
-    root = tmp_path_factory.mktemp("zoo") / "zoo"
-    build_zoo(root, recipe, log=lambda s: None)
-    return root
 
 
 def config(zoo: Path, run_dir: Path, **over: object) -> dict:

@@ -77,6 +77,18 @@ class OptimizerConfig(_Strict):
     seed_endpoints: bool = True
 
 
+class BackendConfig(_Strict):
+    """Where candidates are evaluated: in the search process, or on Ray actors (one per
+    worker slot, each holding the models once)."""
+
+    name: Literal["local", "ray"] = "local"
+    address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None:
+    # start a local one for the run
+    workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+
+
 class EvolveConfig(_Strict):
     base_model: str
     models: list[str] = Field(min_length=1)
@@ -91,6 +103,7 @@ class EvolveConfig(_Strict):
     # per-candidate update (as mergekit computes in a recipe's dtype)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     offload: bool = False  # keep inputs and task vectors in CPU memory, stream per tensor
+    backend: BackendConfig = BackendConfig()
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
     write_best: bool = True

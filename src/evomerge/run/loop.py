@@ -8,20 +8,17 @@ repeats no finished evaluation and ends exactly where an uninterrupted run would
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from evomerge.config import EvolveConfig
 from evomerge.errors import ConfigError
-from evomerge.eval.evaluator import Evaluator
-from evomerge.eval.tasks import Task, load_task
+from evomerge.eval.tasks import Task
 from evomerge.fitness import (
     Estimator,
     IRTModel,
@@ -33,14 +30,15 @@ from evomerge.fitness import (
     random_subset,
     stratified_subset,
 )
-from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.naming import num_layers_of
 from evomerge.merge.disk import merge_to_disk, resolve_device
-from evomerge.merge.live import LiveMerger
 from evomerge.merge.registry import get_method
 from evomerge.optim import make_optimizer
 from evomerge.recipe import MergeRecipe
+from evomerge.run.backends import Backend, make_backend
 from evomerge.run.store import RunStore, recipe_key
+from evomerge.run.worker import load_task_pair
 from evomerge.spaces import LayerwiseSpace, PerModelSpace, SearchSpace
 
 Progress = Callable[[str, int, int, str], None]  # (phase, done, total, message)
@@ -74,7 +72,7 @@ class Runner:
         self.cfg = config
         self.run_dir = run_dir
         self.progress = progress or (lambda *a: None)
-        self.device = resolve_device(config.device)
+        resolve_device(config.device)  # a CUDA request without CUDA fails here
         get_method(config.merge_method)
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         self.tasks = [self._load_task(t) for t in config.tasks]
@@ -89,39 +87,15 @@ class Runner:
         o = config.optimizer
         make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks), pop_size=o.pop_size,
                        n_gen=o.generations, seed=config.seed)  # validates before any work
-        # every model's tensors once, in compute precision, on the compute device
-        keep_on = torch.device("cpu") if config.offload else self.device
-        dtype = getattr(torch, config.dtype)
-        self.sources = {name: TensorDictSource(
-            {k: ck.get(k).to(keep_on, dtype) for k in ck.names()}, name, ck.config)
-            for name, ck in checkpoints.items()}
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        self.tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-        self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
-                                                          dtype=dtype).to(self.device)
-        self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
-        self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
-                                 offload=config.offload)
+        self.backend: Backend = make_backend(config)  # reads the models (here or on workers)
         self.store: RunStore  # opened by evolve() once the whole config has been validated
         self.new_evaluations = 0
-        self._loaded_recipe: str | None = None
+        self.best_so_far = float("-inf")  # first objective's estimate, for the progress line
 
     # -- setup -----------------------------------------------------------------------------
     def _load_task(self, t: Any) -> TaskState:
-        if t.zoo:
-            from evomerge.zoo.data import TEMPLATES, zoo_task
-
-            if t.zoo not in TEMPLATES:
-                raise ConfigError(f"task {t.name}: unknown zoo task {t.zoo!r} "
-                                  f"(known: {', '.join(TEMPLATES)})")
-            return TaskState(t.name, zoo_task(t.zoo, "search"), zoo_task(t.zoo, "test"))
-        if not t.test:
-            raise ConfigError(f"task {t.name}: a held-out test file is required")
-        return TaskState(t.name, load_task(t.search, name=t.name + "/search", **t.options),
-                         load_task(t.test, name=t.name + "/test", **t.options))
+        search, test = load_task_pair(t)
+        return TaskState(t.name, search, test)
 
     def _space(self, checkpoints: dict[str, Checkpoint]) -> SearchSpace:
         s = self.cfg.space
@@ -134,42 +108,54 @@ class Runner:
                               num_layers_of(base.config, base.names()), s.layer_granularity,
                               tuple(s.modules), **kw)
 
-    # -- one evaluation --------------------------------------------------------------------
-    def _load(self, recipe: MergeRecipe) -> float:
-        text = recipe.model_dump_json()
-        if text == self._loaded_recipe:
-            return 0.0
-        seconds = self.merger.apply(recipe)
-        self._loaded_recipe = text
-        return seconds
-
+    # -- evaluations -----------------------------------------------------------------------
     def evaluate(self, kind: str, recipe: MergeRecipe, items: dict[str, list[str] | None],
                  split: str, extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """Evaluate (or fetch from the store) ``recipe`` on ``items`` per task."""
-        recipe_json = recipe.model_dump(mode="json", exclude_none=True)
-        scope = [kind, split] + [f"{t}:" + ",".join(v or ["all"]) for t, v in sorted(items.items())]
-        key = recipe_key(recipe_json, *scope)
-        found = self.store.get(key)
-        if found is not None:
-            return found
-        merge_s = self._load(recipe)
-        start = time.perf_counter()
-        results = {}
-        for ts in self.tasks:
-            task = ts.search if split == "search" else ts.test
-            res = self.evaluator(task, items.get(ts.name))
-            results[ts.name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
-                                "accuracy": res.accuracy}
-        record = {"key": key, "kind": kind, "split": split, "recipe": recipe_json,
-                  "tasks": results, "seconds": {"merge": merge_s,
-                                                "eval": time.perf_counter() - start},
-                  **(extra or {})}
-        if kind == "candidate":
-            record["estimates"] = {ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
-                np.array(results[ts.name]["correct"], dtype=float))[0]) for ts in self.tasks}
-        self.store.add(record)
-        self.new_evaluations += 1
-        return record
+        return self.evaluate_many([(kind, recipe, items, split, extra)], kind)[0]
+
+    def evaluate_many(self, jobs: list[tuple[str, MergeRecipe, dict[str, list[str] | None],
+                                             str, dict[str, Any] | None]],
+                      phase: str, message: Callable[[], str] = lambda: ""
+                      ) -> list[dict[str, Any]]:
+        """Records of every job, in job order: recorded ones from the store, the rest run on
+        the backend and appended to the store as each completes."""
+        keys, todo, payloads = [], {}, []
+        for kind, recipe, items, split, _ in jobs:
+            recipe_json = recipe.model_dump(mode="json", exclude_none=True)
+            scope = [kind, split] + [f"{t}:" + ",".join(v or ["all"])
+                                     for t, v in sorted(items.items())]
+            key = recipe_key(recipe_json, *scope)
+            keys.append(key)
+            if self.store.get(key) is None and key not in todo:
+                todo[key] = len(payloads)
+                payloads.append((recipe_json, items, split))
+        by_key = {k: i for i, k in enumerate(keys)}  # a duplicate job shares the first's record
+        done = len(jobs) - len(payloads)
+
+        def on_done(j: int, result: dict[str, Any]) -> None:
+            nonlocal done
+            key = next(k for k, v in todo.items() if v == j)
+            kind, _, _, split, extra = jobs[by_key[key]]
+            record = {"key": key, "kind": kind, "split": split, "recipe": payloads[j][0],
+                      "tasks": result["tasks"], "seconds": result["seconds"],
+                      "worker": result["worker"], **(extra or {})}
+            if kind == "candidate":
+                record["estimates"] = {ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
+                    np.array(result["tasks"][ts.name]["correct"], dtype=float))[0])
+                    for ts in self.tasks}
+                self.best_so_far = max(self.best_so_far, record["estimates"][self.tasks[0].name])
+            self.store.add(record)
+            self.new_evaluations += 1
+            done += 1
+            activity = self.backend.activity()
+            self.progress(phase, done, len(jobs), message() + (f" | {activity}"
+                                                               if activity else ""))
+
+        self.progress(phase, done, len(jobs), message())
+        if payloads:
+            self.backend.run(payloads, on_done)
+        return [self.store.get(k) for k in keys]  # type: ignore[misc]
 
     # -- calibration: IRT on endpoints and random merges -----------------------------------
     def calibrate(self) -> None:
@@ -185,9 +171,9 @@ class Runner:
             "irt_anchors", "correctness_anchors")
         records = []
         if needs_irt:
-            for i, r in enumerate(recipes):
-                self.progress("calibration", i, len(recipes), "full search split")
-                records.append(self.evaluate("calibration", r, {}, "search"))
+            records = self.evaluate_many([("calibration", r, {}, "search", None)
+                                          for r in recipes], "calibration",
+                                         lambda: "full search split")
         for ts in self.tasks:
             n_total = len(ts.search.items)
             full = (np.array([rec["tasks"][ts.name]["correct"] for rec in records], dtype=float)
@@ -225,14 +211,17 @@ class Runner:
         return correctness_anchors(full, n, seed)
 
     # -- candidates ------------------------------------------------------------------------
-    def fitness(self, genome: np.ndarray, generation: int) -> tuple[np.ndarray, dict[str, Any]]:
-        recipe = self.space.to_recipe(genome)
+    def fitness(self, X: np.ndarray, generation: int, message: Callable[[], str] = lambda: ""
+                ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Objectives (to minimise) and records of a population."""
         items = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
                  for ts in self.tasks}
-        record = self.evaluate("candidate", recipe, items, "search",
-                               {"genome": self.space.repair(genome).tolist(),
-                                "generation": generation})
-        return np.array([-record["estimates"][ts.name] for ts in self.tasks]), record
+        jobs = [("candidate", self.space.to_recipe(x), items, "search",
+                 {"genome": self.space.repair(x).tolist(), "generation": generation,
+                  "index": i}) for i, x in enumerate(X)]
+        recs = self.evaluate_many(jobs, "search", message)  # type: ignore[arg-type]
+        F = np.array([[-r["estimates"][ts.name] for ts in self.tasks] for r in recs])
+        return F, recs
 
     def search(self) -> list[dict[str, Any]]:
         o = self.cfg.optimizer
@@ -240,21 +229,13 @@ class Runner:
         initial = np.array(self.space.endpoints()) if o.seed_endpoints else None
         opt = make_optimizer(o.name, xl, xu, n_obj=len(self.tasks), pop_size=o.pop_size,
                              n_gen=o.generations, seed=self.cfg.seed, initial=initial)
-        history, gen, done, best = [], 0, 0, float("-inf")
-        total = o.pop_size * o.generations
-        first = self.tasks[0].name
+        history: list[dict[str, Any]] = []
+        gen = 0
         while not opt.done:
             X = opt.ask()
-            F, recs = [], []
-            for x in X:
-                f, rec = self.fitness(x, gen)
-                F.append(f)
-                recs.append(rec)
-                done += 1
-                best = max(best, rec["estimates"][first])
-                self.progress("search", min(done, total), total,
-                              f"gen {gen + 1}/{o.generations} best {best:.3f}")
-            opt.tell(np.array(F))
+            F, recs = self.fitness(X, gen, lambda g=gen: f"gen {g + 1}/{o.generations} "
+                                                         f"best {self.best_so_far:.3f}")
+            opt.tell(F)
             est = np.array([[r["estimates"][ts.name] for ts in self.tasks] for r in recs])
             history.append({"generation": gen, "best": float(est[:, 0].max()),
                             "mean": float(est[:, 0].mean())})
@@ -315,12 +296,15 @@ def evolve(config: EvolveConfig, *, resume: bool = False, progress: Progress | N
         result = _finish(runner, history)
     finally:
         runner.store.close()
+        runner.backend.close()
     return result
 
 
 def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     cfg = runner.cfg
-    cands = runner.store.of_kind("candidate")
+    # in the order the optimizer asked for them, whatever order the workers finished in
+    cands = sorted(runner.store.of_kind("candidate"),
+                   key=lambda r: (r["generation"], r.get("index", 0)))
     names = [ts.name for ts in runner.tasks]
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
     order = np.argsort(-est[:, 0], kind="stable")
@@ -335,11 +319,10 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
                        for rank, i in enumerate(picked)}
     to_test.update({label: MergeRecipe.model_validate(cands[i]["recipe"])
                     for i, label in candidate_label.items()})
-    test: dict[str, dict[str, float]] = {}
-    for j, (label, recipe) in enumerate(to_test.items()):
-        runner.progress("test", j, len(to_test), label)
-        rec = runner.evaluate("test", recipe, {}, "test")
-        test[label] = {n: rec["tasks"][n]["accuracy"] for n in names}
+    recs = runner.evaluate_many([("test", r, {}, "test", None) for r in to_test.values()],
+                                "test")
+    test = {label: {n: rec["tasks"][n]["accuracy"] for n in names}
+            for label, rec in zip(to_test, recs, strict=True)}
     test_points = [(est[i].tolist(), [test[label][n] for n in names])
                    for i, label in candidate_label.items()]
     pareto = [{"recipe": cands[i]["recipe"], "estimates": cands[i]["estimates"]}

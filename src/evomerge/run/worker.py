@@ -1,0 +1,85 @@
+"""The part of a search that touches models: every input's tensors held once on the compute
+device, one live model merged in place, the evaluator and the tasks.
+
+An ``EvalWorker`` lives in the search process (the local backend) or in each Ray actor (the
+ray backend); either way it turns (recipe, items, split) into per-item results and never
+sees the run store, the estimators or the optimizer.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from evomerge.config import EvolveConfig, TaskConfig
+from evomerge.errors import ConfigError
+from evomerge.eval.evaluator import Evaluator
+from evomerge.eval.tasks import Task, load_task
+from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+from evomerge.merge.disk import resolve_device
+from evomerge.merge.live import LiveMerger
+from evomerge.recipe import MergeRecipe
+
+
+def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
+    """(search split, held-out test split) of one configured task."""
+    if t.zoo:
+        from evomerge.zoo.data import TEMPLATES, zoo_task
+
+        if t.zoo not in TEMPLATES:
+            raise ConfigError(f"task {t.name}: unknown zoo task {t.zoo!r} "
+                              f"(known: {', '.join(TEMPLATES)})")
+        return zoo_task(t.zoo, "search"), zoo_task(t.zoo, "test")
+    if not t.test:
+        raise ConfigError(f"task {t.name}: a held-out test file is required")
+    return (load_task(t.search, name=t.name + "/search", **t.options),
+            load_task(t.test, name=t.name + "/test", **t.options))
+
+
+class EvalWorker:
+    def __init__(self, config: EvolveConfig, threads: int | None = None) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)
+        self.device = resolve_device(config.device)
+        dtype = getattr(torch, config.dtype)
+        checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
+        keep_on = torch.device("cpu") if config.offload else self.device
+        self.sources = {name: TensorDictSource(
+            {k: ck.get(k).to(keep_on, dtype) for k in ck.names()}, name, ck.config)
+            for name, ck in checkpoints.items()}
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.tokenizer = AutoTokenizer.from_pretrained(config.base_model)
+        self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
+                                                          dtype=dtype).to(self.device)
+        self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
+        self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
+                                 offload=config.offload)
+        self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
+        self._loaded_recipe: str | None = None
+
+    def _load(self, recipe: MergeRecipe) -> float:
+        text = recipe.model_dump_json()
+        if text == self._loaded_recipe:
+            return 0.0
+        seconds = self.merger.apply(recipe)
+        self._loaded_recipe = text
+        return seconds
+
+    def run(self, recipe: dict[str, Any], items: dict[str, list[str] | None], split: str
+            ) -> dict[str, Any]:
+        """Merge ``recipe`` into the live model and evaluate it on ``items`` of every task
+        (None: the whole split)."""
+        merge_s = self._load(MergeRecipe.model_validate(recipe))
+        start = time.perf_counter()
+        results = {}
+        for name, (search, test) in self.tasks.items():
+            res = self.evaluator(search if split == "search" else test, items.get(name))
+            results[name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
+                             "accuracy": res.accuracy}
+        return {"tasks": results,
+                "seconds": {"merge": merge_s, "eval": time.perf_counter() - start}}
