@@ -98,3 +98,17 @@ def comparable_without_kill(zoo: Path, tmp_path: Path) -> dict[str, dict]:
     cfg["optimizer"] = {"name": "ga", "pop_size": 6, "generations": 3}
     evolve(load_config(cfg))
     return comparable(tmp_path / "reference")
+
+
+def test_a_local_run_cut_short_resumes_on_ray(tiny_zoo: Path, tmp_path: Path) -> None:
+    full = evolve(load_config(config(tiny_zoo, tmp_path / "full", {"name": "local"})))
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    lines = (tmp_path / "full" / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    (cut / "evaluations.jsonl").write_text("".join(lines[: len(lines) // 2]))
+    cfg = config(tiny_zoo, cut, {"name": "ray", "workers": 2})
+    (cut / "config.yaml").write_text(json.dumps(cfg))
+    resumed = evolve(load_config(cfg), resume=True)
+    assert resumed.new_evaluations == len(lines) - len(lines) // 2  # only what was missing
+    assert comparable(cut) == comparable(tmp_path / "full")
+    assert resumed.best_recipe == full.best_recipe and resumed.test == full.test
