@@ -18,7 +18,9 @@ class _Strict(BaseModel):
 
 
 class SpaceConfig(_Strict):
-    type: Literal["per_model", "layerwise"] = "per_model"
+    # lfs: per layer group a method from {linear, task_arithmetic, ties, slerp} and its
+    # per-subset parameters (merge_method is then ignored)
+    type: Literal["per_model", "layerwise", "lfs"] = "per_model"
     layer_granularity: int = 1
     modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
     weight: tuple[float, float] = (0.0, 1.0)
@@ -71,10 +73,18 @@ class FitnessConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    name: Literal["ga", "de", "cmaes", "pso", "nsga2", "nsga3", "random"] = "ga"
+    name: Literal["ga", "de", "cmaes", "pso", "nsga2", "nsga3", "random", "smac"] = "ga"
     pop_size: int = Field(default=10, ge=2)
     generations: int = Field(default=5, ge=1)
     seed_endpoints: bool = True
+    # stop once this many items were evaluated in the search (every optimizer)
+    item_budget: int | None = Field(default=None, ge=1)
+    # smac (multi-fidelity, Hyperband): the fidelity is a number of search items, from
+    # min_items to max_items (default: 100 to 1000, scaled down to the task's search split)
+    eta: int = Field(default=3, ge=2)
+    min_items: int | None = Field(default=None, ge=1)
+    max_items: int | None = Field(default=None, ge=1)
+    trials: int | None = Field(default=None, ge=1)  # default pop_size * generations
 
 
 class BackendConfig(_Strict):

@@ -54,6 +54,9 @@ class InputSlice(_Strict):
 
 class OutputSlice(_Strict):
     sources: list[InputSlice] = Field(min_length=1)
+    # evomerge extension (not in mergekit): this slice's own method, e.g. per layer group in
+    # the LFS search space; None: the recipe's merge_method
+    merge_method: str | None = None
     base_model: str | None = None
     residual_weight: float | None = None
     parameters: Parameters | None = None

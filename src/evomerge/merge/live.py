@@ -81,9 +81,9 @@ class LiveMerger:
         """Write the merge described by ``recipe`` into the live model; returns seconds."""
         start = time.perf_counter()
         plan = MergePlan.build(recipe, self.sources, seed=self.seed)
-        name = plan.method.name
         rewritten = 0
         for task in plan.tasks:
+            name = plan.method_of(task).name
             target = self._state.get(task.out.name)
             if target is None:
                 raise ModelError(f"the live model has no parameter {task.out.name}")

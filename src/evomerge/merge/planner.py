@@ -54,6 +54,7 @@ class TensorTask:
     per_model: dict[str, list[Any]] = field(default_factory=dict)
     copy_only: bool = False  # non-float tensors: copied from the reference model
     seed: int = 0
+    method: MergeMethod | None = None  # the slice's own method (None: the recipe's)
 
 
 @dataclass
@@ -64,6 +65,7 @@ class _Group:
     base: str | None
     params: dict[str, Parameters | None]  # per-model parameters
     scopes: list[Parameters | None]  # shared scopes, most specific first
+    method: MergeMethod | None = None  # a slice's own merge_method (evomerge extension)
 
 
 class MergePlan:
@@ -112,17 +114,21 @@ class MergePlan:
 
         tensors = [load(ref) for ref in task.inputs]
         base = load(task.base) if task.base is not None else None
+        method = self.method_of(task)
         kwargs: dict[str, Any] = {}
-        for spec in self.method.shared:
+        for spec in method.shared:
             kwargs[spec.arg] = task.shared[spec.name]
-        for spec in self.method.per_model:
+        for spec in method.per_model:
             kwargs[spec.arg] = task.per_model[spec.name]
         generator = None
-        if self.method.stochastic:
+        if method.stochastic:
             generator = torch.Generator(device=torch.device(device))
             generator.manual_seed(task.seed)
-        out = self.method(tensors, base, generator=generator, **kwargs)
+        out = method(tensors, base, generator=generator, **kwargs)
         return out.to(task.out.dtype)
+
+    def method_of(self, task: TensorTask) -> MergeMethod:
+        return task.method or self.method
 
     def tensors(self, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
                 ) -> Iterator[tuple[TensorTask, torch.Tensor]]:
@@ -163,7 +169,7 @@ class _Builder:
     # -- input groups -----------------------------------------------------------------------
     def _split_base(self, group: _Group, where: str) -> tuple[list[str], str | None]:
         """(non-base inputs, base) for this method's base policy; checks input counts."""
-        m = self.method
+        m = group.method or self.method
         if m.base == "input":
             inputs, base = list(group.models), None
         else:
@@ -215,14 +221,16 @@ class _Builder:
             if len(set(models)) != len(models):
                 raise ConfigError(f"slice {k} names the same model twice")
             base = s.base_model or r.base_model
-            if base is not None and base not in models and self.method.base != "input":
-                if self.method.base == "required":
+            method = get_method(s.merge_method) if s.merge_method else self.method
+            if base is not None and base not in models and method.base != "input":
+                if method.base == "required":
                     raise ConfigError(f"the base model {base!r} must be one of the sources of "
-                                      f"slice {k} for {self.method.name}")
+                                      f"slice {k} for {method.name}")
                 base = None
             group = _Group(models=models, base=base,
                            params={src.model: src.parameters for src in s.sources},
-                           scopes=[s.parameters, r.parameters])
+                           scopes=[s.parameters, r.parameters],
+                           method=method if s.merge_method else None)
             inputs, base = self._split_base(group, where)
             for src in s.sources:
                 n = num_layers_of(self.sources[src.model].config, self.sources[src.model].names())
@@ -308,27 +316,29 @@ class _Builder:
             return TensorTask(out=slot, info=info, inputs=[(reference, resolved[reference])],
                               base=None, copy_only=True)
         slot = TensorSlot(out_name, shape, self.out_dtype or stored)
-        shared = {p.name: self._value(p, group.scopes, out_name, t, None)
-                  for p in self.method.shared}
-        per_model = {p.name: [self._value(p, [group.params.get(m), *group.scopes],
+        method = group.method or self.method
+        shared = {p.name: self._value(method, p, group.scopes, out_name, t, None)
+                  for p in method.shared}
+        per_model = {p.name: [self._value(method, p, [group.params.get(m), *group.scopes],
                                           resolved[m], t, m) for m in inputs]
-                     for p in self.method.per_model}
+                     for p in method.per_model}
         return TensorTask(
             out=slot, info=info, inputs=[(m, resolved[m]) for m in inputs],
             base=(base, resolved[base]) if base is not None else None,
             shared=shared, per_model=per_model, seed=stable_seed(self.seed, out_name),
+            method=group.method,
         )
 
-    def _value(self, spec: ParamSpec, scopes: list[Parameters | None], tensor: str, t: float,
-               model: str | None) -> Any:
+    def _value(self, method: MergeMethod, spec: ParamSpec, scopes: list[Parameters | None],
+               tensor: str, t: float, model: str | None) -> Any:
         where = f" for model {model!r}" if model else ""
         try:
             value = resolve(spec.name, scopes, tensor, t, spec.validate)
         except ConfigError as exc:
-            raise ConfigError(f"{self.method.name}: {exc}{where} (tensor {tensor})") from None
+            raise ConfigError(f"{method.name}: {exc}{where} (tensor {tensor})") from None
         if value is None:
             if spec.required:
-                raise ConfigError(f"{self.method.name}: parameter {spec.name} is required"
+                raise ConfigError(f"{method.name}: parameter {spec.name} is required"
                                   f"{where} (tensor {tensor})")
             return spec.default
         return value

@@ -39,7 +39,7 @@ from evomerge.recipe import MergeRecipe
 from evomerge.run.backends import Backend, make_backend
 from evomerge.run.store import RunStore, recipe_key
 from evomerge.run.worker import load_task_pair
-from evomerge.spaces import LayerwiseSpace, PerModelSpace, SearchSpace
+from evomerge.spaces import LayerwiseSpace, LFSSpace, PerModelSpace, SearchSpace
 
 Progress = Callable[[str, int, int, str], None]  # (phase, done, total, message)
 
@@ -85,8 +85,17 @@ class Runner:
         if f.extraction == "stratified" and not f.stratify_by:
             raise ConfigError("stratified extraction needs stratify_by (a metadata field)")
         o = config.optimizer
-        make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks), pop_size=o.pop_size,
-                       n_gen=o.generations, seed=config.seed)  # validates before any work
+        if o.name == "smac":
+            self.fidelity = self._fidelity()
+            try:
+                import smac  # noqa: F401
+            except ImportError:
+                raise ConfigError("optimizer smac needs SMAC3: pip install 'evomerge[smac]'"
+                                  ) from None
+        else:
+            make_optimizer(o.name, *self.space.bounds, n_obj=len(self.tasks),
+                           pop_size=o.pop_size, n_gen=o.generations,
+                           seed=config.seed)  # validates before any work
         self.backend: Backend = make_backend(config)  # reads the models (here or on workers)
         self.store: RunStore  # opened by evolve() once the whole config has been validated
         self.new_evaluations = 0
@@ -97,6 +106,19 @@ class Runner:
         search, test = load_task_pair(t)
         return TaskState(t.name, search, test)
 
+    def _fidelity(self) -> tuple[int, int]:
+        """(min, max) items per task for multi-fidelity search: 100 to 1000 by default,
+        scaled to the smallest task's search split."""
+        o = self.cfg.optimizer
+        n = min(len(ts.search.items) for ts in self.tasks)
+        hi = o.max_items or min(1000, n)
+        lo = o.min_items or max(1, round(hi * 100 / 1000))
+        if hi > n:
+            raise ConfigError(f"max_items {hi} exceeds the {n} search items of the smallest task")
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"min_items {lo} must lie in [1, max_items {hi}]")
+        return lo, hi
+
     def _space(self, checkpoints: dict[str, Checkpoint]) -> SearchSpace:
         s = self.cfg.space
         kw = dict(weight=s.weight, density=s.density, t=s.t, grid=s.grid,
@@ -104,6 +126,10 @@ class Runner:
         if s.type == "per_model":
             return PerModelSpace(self.cfg.merge_method, self.cfg.models, self.cfg.base_model, **kw)
         base = checkpoints[self.cfg.base_model]
+        if s.type == "lfs":
+            return LFSSpace(self.cfg.models, self.cfg.base_model,
+                            num_layers_of(base.config, base.names()), s.layer_granularity,
+                            weight=s.weight, density=s.density)
         return LayerwiseSpace(self.cfg.merge_method, self.cfg.models, self.cfg.base_model,
                               num_layers_of(base.config, base.names()), s.layer_granularity,
                               tuple(s.modules), **kw)
@@ -116,7 +142,8 @@ class Runner:
 
     def evaluate_many(self, jobs: list[tuple[str, MergeRecipe, dict[str, list[str] | None],
                                              str, dict[str, Any] | None]],
-                      phase: str, message: Callable[[], str] = lambda: ""
+                      phase: str, message: Callable[[], str] = lambda: "",
+                      estimate: Callable[[dict[str, Any]], dict[str, float]] | None = None
                       ) -> list[dict[str, Any]]:
         """Records of every job, in job order: recorded ones from the store, the rest run on
         the backend and appended to the store as each completes."""
@@ -141,8 +168,9 @@ class Runner:
                       "tasks": result["tasks"], "seconds": result["seconds"],
                       "worker": result["worker"], **(extra or {})}
             if kind == "candidate":
-                record["estimates"] = {ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
-                    np.array(result["tasks"][ts.name]["correct"], dtype=float))[0])
+                record["estimates"] = estimate(result["tasks"]) if estimate else {
+                    ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
+                        np.array(result["tasks"][ts.name]["correct"], dtype=float))[0])
                     for ts in self.tasks}
                 self.best_so_far = max(self.best_so_far, record["estimates"][self.tasks[0].name])
             self.store.add(record)
@@ -159,6 +187,9 @@ class Runner:
 
     # -- calibration: IRT on endpoints and random merges -----------------------------------
     def calibrate(self) -> None:
+        if self.cfg.optimizer.name == "smac":  # fitness = the mean over a fidelity's items
+            self._fidelity_order()
+            return
         f = self.cfg.fitness
         rng = np.random.default_rng(self.cfg.seed + 7)
         xl, xu = self.space.bounds
@@ -195,6 +226,22 @@ class Runner:
                        "ids": [ts.search.items[i].id for i in ts.subset.items]}
              for ts in self.tasks if ts.subset is not None}, sort_keys=False))
 
+    def _fidelity_order(self) -> None:
+        """A seeded order of each task's search items; fidelity b = its first b items, so
+        budgets are nested and a candidate never sees an item twice."""
+        hi = self.fidelity[1]
+        for k, ts in enumerate(self.tasks):
+            order = np.random.default_rng(self.cfg.seed + 1000 * k).permutation(
+                len(ts.search.items))[:hi]
+            ts.subset = Subset(items=order, weights=np.full(hi, 1.0 / hi),
+                               n_total=len(ts.search.items), method="fidelity_order",
+                               seed=self.cfg.seed)
+            ts.estimator = Estimator("mean", ts.subset)
+        (self.run_dir / "subsets.yaml").write_text(yaml.safe_dump(
+            {ts.name: {**ts.subset.to_json(),  # type: ignore[union-attr]
+                       "ids": [ts.search.items[i].id for i in ts.subset.items]}  # type: ignore[union-attr]
+             for ts in self.tasks}, sort_keys=False))
+
     def _extract(self, ts: TaskState, full: np.ndarray | None) -> Subset:
         f = self.cfg.fitness
         n, total, seed = f.subset_size, len(ts.search.items), self.cfg.seed
@@ -224,23 +271,99 @@ class Runner:
         return F, recs
 
     def search(self) -> list[dict[str, Any]]:
+        if self.cfg.optimizer.name == "smac":
+            return self.search_multi_fidelity()
         o = self.cfg.optimizer
         xl, xu = self.space.bounds
         initial = np.array(self.space.endpoints()) if o.seed_endpoints else None
         opt = make_optimizer(o.name, xl, xu, n_obj=len(self.tasks), pop_size=o.pop_size,
                              n_gen=o.generations, seed=self.cfg.seed, initial=initial)
         history: list[dict[str, Any]] = []
-        gen = 0
-        while not opt.done:
+        gen, seen, items_used = 0, set(), 0
+        while not opt.done and (o.item_budget is None or items_used < o.item_budget):
             X = opt.ask()
             F, recs = self.fitness(X, gen, lambda g=gen: f"gen {g + 1}/{o.generations} "
                                                          f"best {self.best_so_far:.3f}")
             opt.tell(F)
+            for r in recs:
+                if r["key"] not in seen:
+                    seen.add(r["key"])
+                    items_used += sum(len(t["ids"]) for t in r["tasks"].values())
             est = np.array([[r["estimates"][ts.name] for ts in self.tasks] for r in recs])
             history.append({"generation": gen, "best": float(est[:, 0].max()),
-                            "mean": float(est[:, 0].mean())})
+                            "mean": float(est[:, 0].mean()), "items": items_used})
             gen += 1
         return history
+
+    def search_multi_fidelity(self) -> list[dict[str, Any]]:
+        """SMAC + Hyperband over the space; fidelity = items of each task's search order.
+        Items a candidate already answered (at another budget) are reused, never re-run; a
+        configuration that cannot be merged gets the worst score."""
+        from evomerge.errors import EvomergeError
+        from evomerge.optim.smac import SMACAskTell
+
+        o = self.cfg.optimizer
+        lo, hi = self.fidelity
+        opt = SMACAskTell(self.space.genes, n_obj=len(self.tasks), min_budget=lo,
+                          max_budget=hi, eta=o.eta,
+                          n_trials=o.trials or o.pop_size * o.generations,
+                          seed=self.cfg.seed,
+                          initial=self.space.endpoints() if o.seed_endpoints else None,
+                          output_dir=self.run_dir / "smac")
+        order = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
+                 for ts in self.tasks}
+        known: dict[str, dict[str, dict[str, int]]] = {}  # recipe -> task -> id -> correct
+        for rec in self.store.of_kind("candidate"):
+            self._remember(known, rec)
+        history: list[dict[str, Any]] = []
+        trial, items_used = 0, 0
+        while not opt.done and (o.item_budget is None or items_used < o.item_budget):
+            genome, budget = opt.ask()
+            needed = {t: ids[:budget] for t, ids in order.items()}
+            try:
+                recipe = self.space.to_recipe(genome)
+                text = recipe.model_dump_json(exclude_none=True)
+                seen = known.get(text, {})
+                missing = {t: [i for i in ids if i not in seen.get(t, {})]
+                           for t, ids in needed.items()}
+
+                def mean(tasks: dict[str, Any], seen: dict = seen,
+                         needed: dict = needed) -> dict[str, float]:
+                    out = {}
+                    for t, ids in needed.items():
+                        got = {**seen.get(t, {}), **dict(zip(tasks[t]["ids"],
+                                                             tasks[t]["correct"], strict=True))}
+                        out[t] = float(np.mean([got[i] for i in ids]))
+                    return out
+
+                if any(missing.values()):
+                    rec = self.evaluate_many(
+                        [("candidate", recipe, missing, "search",
+                          {"genome": self.space.repair(genome).tolist(), "generation": trial,
+                           "index": 0, "budget": budget})], "search",
+                        lambda n=trial, b=budget: f"trial {n + 1} budget {b} items best "
+                                                  f"{self.best_so_far:.3f}", estimate=mean)[0]
+                    self._remember(known, rec)
+                    items_used += sum(len(v) for v in missing.values())
+                    estimates = rec["estimates"]
+                else:
+                    estimates = mean({t: {"ids": [], "correct": []} for t in needed})
+            except EvomergeError:
+                estimates = {t: 0.0 for t in needed}  # rejected or failed: the worst score
+            opt.tell([-estimates[ts.name] for ts in self.tasks])
+            first = estimates[self.tasks[0].name]
+            history.append({"generation": trial, "best": max([first] + [
+                h["best"] for h in history[-1:]]), "mean": first, "budget": budget,
+                "items": items_used})
+            trial += 1
+        return history
+
+    @staticmethod
+    def _remember(known: dict[str, dict[str, dict[str, int]]], rec: dict[str, Any]) -> None:
+        text = MergeRecipe.model_validate(rec["recipe"]).model_dump_json(exclude_none=True)
+        for t, res in rec["tasks"].items():
+            known.setdefault(text, {}).setdefault(t, {}).update(
+                zip(res["ids"], res["correct"], strict=True))
 
 
 def model_recipe(model: str) -> MergeRecipe:
@@ -305,6 +428,9 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     # in the order the optimizer asked for them, whatever order the workers finished in
     cands = sorted(runner.store.of_kind("candidate"),
                    key=lambda r: (r["generation"], r.get("index", 0)))
+    if any("budget" in r for r in cands):  # multi-fidelity: rank at the highest budget seen
+        top = max(r.get("budget", 0) for r in cands)
+        cands = [r for r in cands if r.get("budget", 0) == top]
     names = [ts.name for ts in runner.tasks]
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
     order = np.argsort(-est[:, 0], kind="stable")

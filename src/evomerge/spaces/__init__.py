@@ -2,8 +2,9 @@
 
 from evomerge.spaces.base import SearchSpace
 from evomerge.spaces.layerwise import LayerwiseSpace
+from evomerge.spaces.lfs import LFSSpace
 from evomerge.spaces.per_model import PerModelSpace
 
-SPACES = {"per_model": PerModelSpace, "layerwise": LayerwiseSpace}
+SPACES = {"per_model": PerModelSpace, "layerwise": LayerwiseSpace, "lfs": LFSSpace}
 
-__all__ = ["SPACES", "LayerwiseSpace", "PerModelSpace", "SearchSpace"]
+__all__ = ["SPACES", "LFSSpace", "LayerwiseSpace", "PerModelSpace", "SearchSpace"]

@@ -19,6 +19,8 @@ class Gene:
     low: float
     high: float
     step: float | None = None  # discrete grid: values low, low + step, ..., high
+    choices: tuple[str, ...] | None = None  # categorical: the value is an index into these
+    active: tuple[str, int] | None = None  # conditional: used only when gene [0] == [1]
 
     def repair(self, value: float) -> float:
         v = min(max(float(value), self.low), self.high)

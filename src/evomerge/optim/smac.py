@@ -1,0 +1,134 @@
+"""SMAC3's multi-fidelity facade with Hyperband behind an ask/tell interface (extra
+``[smac]``): the fidelity is a number of evaluation items, the configuration space is built
+from the search space's genes (categorical and conditional genes included), and several
+objectives go through ParEGO.
+
+``ask()`` returns (genome, budget); ``tell(costs)`` answers the last ask. With a fixed seed,
+the sequence of asks depends only on the costs told, so resume-by-replay stays exact.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.spaces.base import Gene
+
+
+def configuration_space(genes: list[Gene], seed: int) -> Any:
+    from ConfigSpace import (
+        Categorical,
+        ConfigurationSpace,
+        EqualsCondition,
+        Float,
+    )
+
+    cs = ConfigurationSpace(seed=seed)
+    params = {}
+    for g in genes:
+        if g.choices is not None:
+            params[g.name] = Categorical(g.name, list(g.choices), default=g.choices[0])
+        elif g.low == g.high:
+            continue  # fixed: not a dimension
+        else:
+            params[g.name] = Float(g.name, (g.low, g.high), default=(g.low + g.high) / 2)
+    cs.add(list(params.values()))
+    for g in genes:
+        if g.active is not None and g.name in params:
+            parent = next(x for x in genes if x.name == g.active[0])
+            assert parent.choices is not None
+            cs.add(EqualsCondition(params[g.name], params[parent.name],
+                                   parent.choices[g.active[1]]))
+    return cs
+
+
+class SMACAskTell:
+    def __init__(self, genes: list[Gene], *, n_obj: int, min_budget: int, max_budget: int,
+                 eta: int = 3, n_trials: int = 10_000, seed: int = 0,
+                 initial: list[np.ndarray] | None = None, output_dir: Path) -> None:
+        try:
+            from smac import MultiFidelityFacade, Scenario
+        except ImportError:
+            raise ConfigError("optimizer smac needs SMAC3: pip install 'evomerge[smac]'"
+                              ) from None
+        if not 1 <= min_budget <= max_budget:
+            raise ConfigError(f"fidelity bounds [{min_budget}, {max_budget}] are not "
+                              "1 <= min <= max items")
+        if eta < 2:
+            raise ConfigError("hyperband eta must be >= 2")
+        self.genes = genes
+        self.cs = configuration_space(genes, seed)
+        objectives = [f"obj{i}" for i in range(n_obj)] if n_obj > 1 else "cost"
+        scenario = Scenario(self.cs, deterministic=True, objectives=objectives,
+                            n_trials=n_trials, min_budget=min_budget, max_budget=max_budget,
+                            seed=seed, output_directory=output_dir)
+        extra = [self.to_configuration(x) for x in (initial or [])]
+        design = MultiFidelityFacade.get_initial_design(scenario, n_configs=max(4, len(extra)),
+                                                        additional_configs=extra)
+        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta)
+        kwargs: dict[str, Any] = {}
+        if n_obj > 1:
+            from smac.multi_objective.parego import ParEGO
+
+            kwargs["multi_objective_algorithm"] = ParEGO(scenario)
+        logging.getLogger("smac").setLevel(logging.ERROR)
+        self.smac = MultiFidelityFacade(scenario, _never_called, initial_design=design,
+                                        intensifier=intensifier, overwrite=True,
+                                        logging_level=False, **kwargs)
+        self.n_trials = n_trials
+        self.asked = 0
+        self._info: Any = None
+
+    def to_configuration(self, x: np.ndarray) -> Any:
+        from ConfigSpace import Configuration
+
+        values: dict[str, Any] = {}
+        active = {g.name: True for g in self.genes}
+        for g, v in zip(self.genes, x, strict=True):
+            if g.choices is not None:
+                values[g.name] = g.choices[int(round(v))]
+        for g, v in zip(self.genes, x, strict=True):
+            if g.active is not None:
+                parent = next(p for p in self.genes if p.name == g.active[0])
+                assert parent.choices is not None
+                active[g.name] = values[parent.name] == parent.choices[g.active[1]]
+            if g.choices is None and active[g.name] and g.name in self.cs:
+                values[g.name] = float(v)
+        return Configuration(self.cs, values=values)
+
+    def to_genome(self, config: Any) -> np.ndarray:
+        """Inactive genes take their midpoint (they do not influence the recipe)."""
+        d = dict(config)
+        x = []
+        for g in self.genes:
+            if g.choices is not None:
+                x.append(float(g.choices.index(d[g.name])))
+            else:
+                x.append(float(d.get(g.name, (g.low + g.high) / 2)))
+        return np.array(x)
+
+    def ask(self) -> tuple[np.ndarray, int]:
+        with warnings.catch_warnings():  # SMAC's own empty-slice means on early trials
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self._info = self.smac.ask()
+        self.asked += 1
+        return self.to_genome(self._info.config), int(round(self._info.budget))
+
+    def tell(self, costs: list[float]) -> None:
+        from smac.runhistory.dataclasses import TrialValue
+
+        cost: float | list[float] = costs[0] if len(costs) == 1 else list(costs)
+        self.smac.tell(self._info, TrialValue(cost=cost, time=0.0))
+
+    @property
+    def done(self) -> bool:
+        return self.asked >= self.n_trials
+
+
+def _never_called(config: Any, seed: int = 0, budget: float = 0.0) -> float:
+    raise RuntimeError("evomerge drives SMAC through ask/tell")

@@ -1,0 +1,128 @@
+"""Layer-wise fusion search (LFS, "Fine, I'll Merge It Myself"): layers in groups of
+``layer_granularity``; per group a merge method chosen from {linear, task_arithmetic, ties,
+slerp} and, per group and per parameter subset (attention, MLP, other), that method's
+continuous parameters:
+
+- linear: one weight per model (normalised by the method);
+- task_arithmetic: one scale per model's task vector;
+- ties: a density (1 - trim rate) and one scale per model;
+- slerp: one value per model; the two models with the highest values (summed over the
+  subsets) are interpolated, with t = v_second / (v_first + v_second) per subset.
+
+The method is a categorical gene (an index, repaired to an integer) and every continuous gene
+is conditional on its group's method (``Gene.active``), so SMAC sees a conditional
+configuration space and pymoo a plain box. A genome becomes a slices recipe with one slice
+per group, each with its own ``merge_method``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from evomerge.errors import ConfigError
+from evomerge.recipe import MergeRecipe
+from evomerge.spaces.base import Gene, SearchSpace
+from evomerge.spaces.layerwise import FILTERS
+from evomerge.spaces.per_model import _short
+
+METHODS = ("linear", "task_arithmetic", "ties", "slerp")
+SUBSETS = ("attention", "mlp", "other")
+
+
+class LFSSpace(SearchSpace):
+    def __init__(self, models: list[str], base: str, num_layers: int,
+                 layer_granularity: int = 1, weight: tuple[float, float] = (0.0, 1.0),
+                 density: tuple[float, float] = (0.1, 1.0)) -> None:
+        if layer_granularity < 1 or num_layers % layer_granularity:
+            raise ConfigError(f"layer_granularity {layer_granularity} must divide the "
+                              f"{num_layers} layers")
+        if len(models) < 2:
+            raise ConfigError("the lfs space merges at least two models")
+        self.models, self.base = list(models), base
+        self.granularity = layer_granularity
+        self.groups = num_layers // layer_granularity
+        self.genes: list[Gene] = []
+        self._at: dict[str, int] = {}
+        short = [_short(m) for m in self.models]
+        for g in range(self.groups):
+            method = f"g{g}.method"
+            self._add(Gene(method, 0, len(METHODS) - 1, 1, choices=METHODS))
+            for sub in SUBSETS:
+                for k, name in enumerate(METHODS):
+                    cond = (method, k)
+                    if name == "ties":
+                        self._add(Gene(f"g{g}.{sub}.ties.density", *density, active=cond))
+                    bounds = (0.0, 1.0) if name in ("linear", "slerp") else weight
+                    for m in short:
+                        self._add(Gene(f"g{g}.{sub}.{name}.{m}", *bounds, active=cond))
+
+    def _add(self, gene: Gene) -> None:
+        self._at[gene.name] = len(self.genes)
+        self.genes.append(gene)
+
+    def value(self, x: np.ndarray, name: str) -> float:
+        return float(x[self._at[name]])
+
+    def method_of(self, x: np.ndarray, group: int) -> str:
+        return METHODS[int(round(self.value(x, f"g{group}.method")))]
+
+    def _per_subset(self, x: np.ndarray, g: int, key: str) -> list[dict[str, Any]]:
+        """{filter, value} entries: attention and MLP filters, then the rest."""
+        entries: list[dict[str, Any]] = []
+        for sub in ("attention", "mlp"):
+            v = self.value(x, f"g{g}.{sub}.{key}")
+            entries += [{"filter": f, "value": v} for f in FILTERS[sub]]
+        return entries + [{"value": self.value(x, f"g{g}.other.{key}")}]
+
+    def to_recipe(self, genome: np.ndarray) -> MergeRecipe:
+        x = self.repair(genome)
+        short = [_short(m) for m in self.models]
+        slices = []
+        for g in range(self.groups):
+            rng = [g * self.granularity, (g + 1) * self.granularity]
+            method = self.method_of(x, g)
+            sl: dict[str, Any] = {"merge_method": method}
+            if method == "slerp":
+                totals = [sum(self.value(x, f"g{g}.{s}.slerp.{m}") for s in SUBSETS)
+                          for m in short]
+                first, second = np.argsort(-np.array(totals), kind="stable")[:2]
+                t = []
+                for sub in SUBSETS:
+                    a = self.value(x, f"g{g}.{sub}.slerp.{short[first]}")
+                    b = self.value(x, f"g{g}.{sub}.slerp.{short[second]}")
+                    t.append(b / (a + b) if a + b > 0 else 0.5)
+                entries: list[dict[str, Any]] = []
+                for sub, v in zip(SUBSETS[:2], t[:2], strict=True):
+                    entries += [{"filter": f, "value": v} for f in FILTERS[sub]]
+                entries.append({"value": t[2]})
+                sl.update(base_model=self.models[first], parameters={"t": entries},
+                          sources=[{"model": self.models[first], "layer_range": rng},
+                                   {"model": self.models[second], "layer_range": rng}])
+            else:
+                sources: list[dict[str, Any]] = []
+                if method != "linear":
+                    sources.append({"model": self.base, "layer_range": rng})
+                    sl["base_model"] = self.base
+                for model, m in zip(self.models, short, strict=True):
+                    params = {"weight": self._per_subset(x, g, f"{method}.{m}")}
+                    if method == "ties":
+                        params["density"] = self._per_subset(x, g, "ties.density")
+                    sources.append({"model": model, "layer_range": rng, "parameters": params})
+                sl["sources"] = sources
+            slices.append(sl)
+        return MergeRecipe.model_validate({"merge_method": "linear", "slices": slices})
+
+    def endpoints(self) -> list[np.ndarray]:
+        """Linear merges with all weight on one model, in every group: that model exactly."""
+        out = []
+        for i in range(len(self.models)):
+            x = np.array([(g.low + g.high) / 2 for g in self.genes])
+            for g in range(self.groups):
+                x[self._at[f"g{g}.method"]] = METHODS.index("linear")
+                for sub in SUBSETS:
+                    for j, other in enumerate(_short(y) for y in self.models):
+                        x[self._at[f"g{g}.{sub}.linear.{other}"]] = 1.0 if j == i else 0.0
+            out.append(self.repair(x))
+        return out
