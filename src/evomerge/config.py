@@ -20,7 +20,9 @@ class _Strict(BaseModel):
 class SpaceConfig(_Strict):
     # lfs: per layer group a method from {linear, task_arithmetic, ties, slerp} and its
     # per-subset parameters (merge_method is then ignored)
-    type: Literal["per_model", "layerwise", "lfs"] = "per_model"
+    # dis: per depth position which models' layer runs there, in which order, and a scale
+    # on its output (a stacked model; merge_method is then ignored)
+    type: Literal["per_model", "layerwise", "lfs", "dis"] = "per_model"
     layer_granularity: int = 1
     modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
     weight: tuple[float, float] = (0.0, 1.0)
@@ -28,6 +30,9 @@ class SpaceConfig(_Strict):
     t: tuple[float, float] = (0.0, 1.0)
     grid: float | None = Field(default=None, gt=0)
     parameters: dict[str, Any] = {}
+    scale: tuple[float, float] = (0.0, 2.0)  # dis: output scale bounds
+    repeat: int = Field(default=1, ge=1)  # dis: times each model's layer may appear
+    max_depth: int | None = Field(default=None, ge=1)  # dis: default twice the base's depth
 
     @model_validator(mode="after")
     def _bounds(self) -> SpaceConfig:

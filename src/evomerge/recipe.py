@@ -57,6 +57,9 @@ class OutputSlice(_Strict):
     # evomerge extension (not in mergekit): this slice's own method, e.g. per layer group in
     # the LFS search space; None: the recipe's merge_method
     merge_method: str | None = None
+    # evomerge extension: multiply the hidden state leaving this slice's last layer (the
+    # depth-wise integration space); written to config.json, see merge/stack.py
+    output_scale: float | None = Field(default=None, ge=0)
     base_model: str | None = None
     residual_weight: float | None = None
     parameters: Parameters | None = None

@@ -255,6 +255,7 @@ class _Builder:
             tasks.append(self._task(name, info, refs, inputs, base, first_src, g, 0.0))
         out_layer = 0
         layer_sources: list[int] = []
+        layer_scales: list[float] = []
         for (g, inputs, base), s in zip(groups, r.slices, strict=False):
             length = s.sources[0].layer_range[1] - s.sources[0].layer_range[0]
             lead = s.sources[0]
@@ -274,6 +275,8 @@ class _Builder:
                     tasks.append(self._task(out_name, out_info, refs, inputs, base, lead.model, g,
                                             t))
                 layer_sources.append(src_layer)
+                last = idx == length - 1 and s.output_scale is not None
+                layer_scales.append(float(s.output_scale) if last else 1.0)  # type: ignore[arg-type]
                 out_layer += 1
         for name in self.sources[last_src].names():
             info = classify(name)
@@ -285,6 +288,8 @@ class _Builder:
         config = copy.deepcopy((ref or self.sources[first_src]).config)
         if config is not None:
             _set_layer_count(config, out_layer, layer_sources)
+            if any(x != 1.0 for x in layer_scales):  # read back by merge.stack.load_scaled_model
+                config["evomerge_output_scales"] = layer_scales
         return tasks, config, ref_model if ref is not None else first_src
 
     # -- one tensor -------------------------------------------------------------------------

@@ -39,7 +39,7 @@ from evomerge.recipe import MergeRecipe
 from evomerge.run.backends import Backend, make_backend
 from evomerge.run.store import RunStore, recipe_key
 from evomerge.run.worker import load_task_pair
-from evomerge.spaces import LayerwiseSpace, LFSSpace, PerModelSpace, SearchSpace
+from evomerge.spaces import DISSpace, LayerwiseSpace, LFSSpace, PerModelSpace, SearchSpace
 
 Progress = Callable[[str, int, int, str], None]  # (phase, done, total, message)
 
@@ -126,6 +126,10 @@ class Runner:
         if s.type == "per_model":
             return PerModelSpace(self.cfg.merge_method, self.cfg.models, self.cfg.base_model, **kw)
         base = checkpoints[self.cfg.base_model]
+        if s.type == "dis":
+            return DISSpace(self.cfg.models, self.cfg.base_model,
+                            num_layers_of(base.config, base.names()), repeat=s.repeat,
+                            max_depth=s.max_depth, scale=s.scale)
         if s.type == "lfs":
             return LFSSpace(self.cfg.models, self.cfg.base_model,
                             num_layers_of(base.config, base.names()), s.layer_granularity,

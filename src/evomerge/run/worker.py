@@ -20,6 +20,7 @@ from evomerge.eval.tasks import Task, load_task
 from evomerge.io.checkpoint import Checkpoint, TensorDictSource
 from evomerge.merge.disk import resolve_device
 from evomerge.merge.live import LiveMerger
+from evomerge.merge.stack import LiveStacker
 from evomerge.recipe import MergeRecipe
 
 
@@ -60,25 +61,49 @@ class EvalWorker:
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload)
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
+        self.config, self.dtype = config, dtype
+        self.stacker: LiveStacker | None = None
+        self.stack_evaluator: Evaluator | None = None
         self._loaded_recipe: str | None = None
 
-    def _load(self, recipe: MergeRecipe) -> float:
+    def _stacker(self) -> tuple[LiveStacker, Evaluator]:
+        """Layer-stacking candidates (the dis space): every input model as a module, once,
+        and a shell model whose layer list is rebuilt from theirs per candidate."""
+        if self.stacker is None:
+            from transformers import AutoModelForCausalLM
+
+            def load(path: str) -> torch.nn.Module:
+                return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(
+                    self.device).eval()
+
+            models = {m: load(m) for m in [self.config.base_model, *self.config.models]}
+            self.stacker = LiveStacker(models, load(self.config.base_model))
+            self.stack_evaluator = Evaluator(self.stacker.shell, self.tokenizer,
+                                             batch_size=self.config.batch_size)
+        assert self.stack_evaluator is not None
+        return self.stacker, self.stack_evaluator
+
+    def _load(self, recipe: MergeRecipe) -> tuple[float, Evaluator]:
+        """Put ``recipe`` in a live model; returns the seconds it took and its evaluator."""
         text = recipe.model_dump_json()
+        stacked = recipe.merge_method == "passthrough" and bool(recipe.slices)
+        if stacked:
+            stacker, evaluator = self._stacker()
         if text == self._loaded_recipe:
-            return 0.0
-        seconds = self.merger.apply(recipe)
+            return 0.0, evaluator if stacked else self.evaluator
+        seconds = stacker.apply(recipe) if stacked else self.merger.apply(recipe)
         self._loaded_recipe = text
-        return seconds
+        return seconds, evaluator if stacked else self.evaluator
 
     def run(self, recipe: dict[str, Any], items: dict[str, list[str] | None], split: str
             ) -> dict[str, Any]:
         """Merge ``recipe`` into the live model and evaluate it on ``items`` of every task
         (None: the whole split)."""
-        merge_s = self._load(MergeRecipe.model_validate(recipe))
+        merge_s, evaluator = self._load(MergeRecipe.model_validate(recipe))
         start = time.perf_counter()
         results = {}
         for name, (search, test) in self.tasks.items():
-            res = self.evaluator(search if split == "search" else test, items.get(name))
+            res = evaluator(search if split == "search" else test, items.get(name))
             results[name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
                              "accuracy": res.accuracy}
         return {"tasks": results,
