@@ -4,6 +4,8 @@ space vs a pymoo GA over per-model task-arithmetic weights vs random search over
     python benchmarks/search_comparison.py [--budget 6000] [--seeds 3]
 
 Target: arithmetic asked in Italian (`add_it`) from the zoo's math and Italian experts.
+A fourth arm, SMAC + Hyperband over the per-model weights, separates the optimizer's
+effect from the space's.
 Every strategy runs through `evomerge.evolve` until it has evaluated ``--budget`` search
 items in all (SMAC: fidelities 24 to 241 items, eta 3, LFS with layer groups of 2; GA and
 random: population 10, fitness = mean over a fixed random subset of 50 search items). After
@@ -31,6 +33,9 @@ def strategies(budget: int) -> dict[str, dict]:
     return {
         "SMAC + Hyperband, LFS": {
             "space": {"type": "lfs", "layer_granularity": 2, "weight": [0, 2]},
+            "optimizer": {"name": "smac", "trials": 100_000, "item_budget": budget}},
+        "SMAC + Hyperband, per-model weights": {
+            "space": per_model, "merge_method": "task_arithmetic",
             "optimizer": {"name": "smac", "trials": 100_000, "item_budget": budget}},
         "GA, per-model weights": {
             "space": per_model, "fitness": subset, "merge_method": "task_arithmetic",
@@ -100,7 +105,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for label, over in strategies(args.budget).items():
             for seed in range(args.seeds):
-                run_dir = Path(tmp) / f"{label[:4]}-{seed}"
+                run_dir = Path(tmp) / f"{label[:4]}-{label[-8:-4]}-{seed}"
                 cfg = {"base_model": str(zoo / "base"),
                        "models": [str(zoo / "math_en"), str(zoo / "lang_it")],
                        "tasks": [{"name": "add_it", "zoo": "add_it"}], "seed": seed,
@@ -136,7 +141,7 @@ def main() -> None:
     fig.tight_layout()
     fig.savefig(HERE.parent / "docs" / "search_comparison.png", dpi=120)
     for label, v in summary.items():
-        print(f"{label:34s} " + " ".join(f"{m:5.1f}" for m in v["mean"][3::4]))
+        print(f"{label:36s} " + " ".join(f"{m:5.1f}" for m in v["mean"][3::4]))
 
 
 if __name__ == "__main__":

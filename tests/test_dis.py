@@ -117,3 +117,25 @@ def test_dis_search_with_smac_on_a_tiny_zoo(tiny_zoo: Path, tmp_path: Path) -> N
     best = load_scaled_model(tmp_path / "run" / "best", dtype=torch.float32)
     assert 2 <= best.config.num_hidden_layers <= 3
     assert result.best_recipe.merge_method == "passthrough"
+
+
+def test_dis_with_a_genetic_algorithm_scores_rejected_stacks_worst(tiny_zoo: Path,
+                                                                  tmp_path: Path) -> None:
+    from evomerge.config import load_config
+    from evomerge.run.loop import evolve
+
+    cfg = {"base_model": str(tiny_zoo / "base"),
+           "models": [str(tiny_zoo / "math_en"), str(tiny_zoo / "lang_it")],
+           "space": {"type": "dis", "max_depth": 2},  # only one block per position allowed
+           "tasks": [{"name": "add_it", "zoo": "add_it"}],
+           "fitness": {"subset_size": 10, "estimator": "mean", "calibration_merges": 0},
+           "optimizer": {"name": "ga", "pop_size": 8, "generations": 2},
+           "run_dir": str(tmp_path / "run"), "write_best": False, "test_top_k": 1}
+    result = evolve(load_config(cfg))
+    import json
+
+    cands = [json.loads(line) for line in (tmp_path / "run" / "evaluations.jsonl")
+             .read_text().splitlines() if '"candidate"' in line]
+    assert all(len(r["recipe"]["slices"]) == 2 for r in cands)
+    assert len(cands) < 16  # random genomes often stack deeper: rejected, not evaluated
+    assert result.best_recipe.merge_method == "passthrough"

@@ -264,14 +264,26 @@ class Runner:
     # -- candidates ------------------------------------------------------------------------
     def fitness(self, X: np.ndarray, generation: int, message: Callable[[], str] = lambda: ""
                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
-        """Objectives (to minimise) and records of a population."""
+        """Objectives (to minimise) and records of a population; a genome the space rejects
+        (e.g. a stack beyond max_depth) gets the worst score and no evaluation."""
+        from evomerge.errors import EvomergeError
+
         items = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
                  for ts in self.tasks}
-        jobs = [("candidate", self.space.to_recipe(x), items, "search",
-                 {"genome": self.space.repair(x).tolist(), "generation": generation,
-                  "index": i}) for i, x in enumerate(X)]
+        jobs, slots = [], []
+        for i, x in enumerate(X):
+            try:
+                recipe = self.space.to_recipe(x)
+            except EvomergeError:
+                continue
+            slots.append(i)
+            jobs.append(("candidate", recipe, items, "search",
+                         {"genome": self.space.repair(x).tolist(), "generation": generation,
+                          "index": i}))
         recs = self.evaluate_many(jobs, "search", message)  # type: ignore[arg-type]
-        F = np.array([[-r["estimates"][ts.name] for ts in self.tasks] for r in recs])
+        F = np.zeros((len(X), len(self.tasks)))  # accuracy 0: the worst
+        for i, r in zip(slots, recs, strict=True):
+            F[i] = [-r["estimates"][ts.name] for ts in self.tasks]
         return F, recs
 
     def search(self) -> list[dict[str, Any]]:
@@ -293,7 +305,7 @@ class Runner:
                 if r["key"] not in seen:
                     seen.add(r["key"])
                     items_used += sum(len(t["ids"]) for t in r["tasks"].values())
-            est = np.array([[r["estimates"][ts.name] for ts in self.tasks] for r in recs])
+            est = -F
             history.append({"generation": gen, "best": float(est[:, 0].max()),
                             "mean": float(est[:, 0].mean()), "items": items_used})
             gen += 1
