@@ -116,3 +116,36 @@ def test_bad_fidelity_bounds_fail_before_any_work(tiny_zoo: Path, tmp_path: Path
     with pytest.raises(EvomergeError, match=message):
         evolve(load_config(config(tiny_zoo, tmp_path / "run", optimizer=optimizer)))
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_in_another_process_with_another_hash_seed(tiny_zoo: Path, tmp_path: Path
+                                                          ) -> None:
+    """SMAC's own set ordering depends on PYTHONHASHSEED; a resumed process has another."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    def cli(args: list[str], hash_seed: str) -> None:
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        subprocess.run([sys.executable, "-m", "evomerge.cli", *args, "-q"], check=True,
+                       env=env, capture_output=True)
+
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(tiny_zoo, tmp_path / "full",
+                                              optimizer={"name": "smac", "trials": 24,
+                                                         "min_items": 20, "max_items": 180})))
+    cli(["evolve", str(cfg_path)], "1")
+    lines = (tmp_path / "full" / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "evaluations.jsonl").write_text("".join(lines[: len(lines) // 3]))
+    (cut / "config.yaml").write_text((tmp_path / "full" / "config.yaml").read_text())
+    cli(["evolve", "--resume", str(cut)], "2")
+
+    def strip(run: Path) -> dict:
+        return {r["key"]: {k: v for k, v in r.items() if k not in ("seconds",)}
+                for r in records(run)}
+
+    assert strip(cut) == strip(tmp_path / "full")

@@ -80,6 +80,7 @@ class SMACAskTell:
         self.smac = MultiFidelityFacade(scenario, _never_called, initial_design=design,
                                         intensifier=intensifier, overwrite=True,
                                         logging_level=False, **kwargs)
+        _deterministic_local_search(self.smac)
         self.n_trials = n_trials
         self.asked = 0
         self._info: Any = None
@@ -128,6 +129,22 @@ class SMACAskTell:
     @property
     def done(self) -> bool:
         return self.asked >= self.n_trials
+
+
+def _deterministic_local_search(smac: Any) -> None:
+    """SMAC 2.x's local search collects its start points in a set of Configurations, whose
+    hash is that of their repr string: the order, and so the next configurations, changed
+    with PYTHONHASHSEED, i.e. between processes (a resumed run would diverge). Sorting the
+    start points by their repr makes the search a function of the seed alone."""
+    local = getattr(getattr(smac, "_acquisition_maximizer", None), "_local_search", None)
+    original = getattr(local, "_get_initial_points", None)
+    if original is None:
+        return
+
+    def ordered(*args: Any, **kwargs: Any) -> list[Any]:
+        return sorted(original(*args, **kwargs), key=repr)
+
+    local._get_initial_points = ordered
 
 
 def _never_called(config: Any, seed: int = 0, budget: float = 0.0) -> float:
