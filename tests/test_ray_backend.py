@@ -14,6 +14,8 @@ import pytest
 from evomerge.config import load_config
 from evomerge.run.loop import evolve
 
+from .test_evolve import config as base_config
+
 ray = pytest.importorskip("ray")
 
 
@@ -26,15 +28,7 @@ def local_cluster():
 
 
 def config(zoo: Path, run_dir: Path, backend: dict) -> dict:
-    return {
-        "base_model": str(zoo / "base"), "models": [str(zoo / "math_en"), str(zoo / "lang_it")],
-        "merge_method": "task_arithmetic", "space": {"type": "per_model", "weight": [0, 2]},
-        "tasks": [{"name": "add_it", "zoo": "add_it"}],
-        "fitness": {"subset_size": 10, "estimator": "gmpirt", "calibration_merges": 2,
-                    "irt_dims": 2},
-        "optimizer": {"name": "ga", "pop_size": 4, "generations": 3},
-        "run_dir": str(run_dir), "seed": 3, "backend": backend, "write_best": False,
-    }
+    return base_config(zoo, run_dir, backend=backend, write_best=False)
 
 
 def comparable(run_dir: Path) -> dict[str, dict]:

@@ -205,17 +205,17 @@ def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:
     return data, path.resolve().parent
 
 
-def load_np_merge_config(source: str | Path | dict[str, Any]) -> NPMergeConfig:
+def _load(model: type[Any], source: str | Path | dict[str, Any]) -> Any:
     data, base_dir = _read(source)
     try:
-        return NPMergeConfig.model_validate(data).resolved(base_dir)
+        return model.model_validate(data).resolved(base_dir)
     except ValidationError as exc:
         raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+
+
+def load_np_merge_config(source: str | Path | dict[str, Any]) -> NPMergeConfig:
+    return _load(NPMergeConfig, source)
 
 
 def load_config(source: str | Path | dict[str, Any]) -> EvolveConfig:
-    data, base_dir = _read(source)
-    try:
-        return EvolveConfig.model_validate(data).resolved(base_dir)
-    except ValidationError as exc:
-        raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+    return _load(EvolveConfig, source)
