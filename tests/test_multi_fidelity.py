@@ -134,8 +134,8 @@ def test_resume_in_another_process_with_another_hash_seed(tiny_zoo: Path, tmp_pa
 
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(yaml.safe_dump(config(tiny_zoo, tmp_path / "full",
-                                              optimizer={"name": "smac", "trials": 24,
-                                                         "min_items": 20, "max_items": 180})))
+                                              optimizer={"name": "smac", "trials": 20,
+                                                         "min_items": 20, "max_items": 60})))
     cli(["evolve", str(cfg_path)], "1")
     lines = (tmp_path / "full" / "evaluations.jsonl").read_text().splitlines(keepends=True)
     cut = tmp_path / "cut"

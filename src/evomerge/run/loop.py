@@ -147,7 +147,7 @@ class Runner:
     def evaluate_many(self, jobs: list[tuple[str, MergeRecipe, dict[str, list[str] | None],
                                              str, dict[str, Any] | None]],
                       phase: str, message: Callable[[], str] = lambda: "",
-                      estimate: Callable[[dict[str, Any]], dict[str, float]] | None = None
+                      estimate: Callable[[int, dict[str, Any]], dict[str, float]] | None = None
                       ) -> list[dict[str, Any]]:
         """Records of every job, in job order: recorded ones from the store, the rest run on
         the backend and appended to the store as each completes."""
@@ -172,7 +172,7 @@ class Runner:
                       "tasks": result["tasks"], "seconds": result["seconds"],
                       "worker": result["worker"], **(extra or {})}
             if kind == "candidate":
-                record["estimates"] = estimate(result["tasks"]) if estimate else {
+                record["estimates"] = estimate(by_key[key], result["tasks"]) if estimate else {
                     ts.name: float(ts.estimator.estimate(  # type: ignore[union-attr]
                         np.array(result["tasks"][ts.name]["correct"], dtype=float))[0])
                     for ts in self.tasks}
@@ -315,7 +315,6 @@ class Runner:
         """SMAC + Hyperband over the space; fidelity = items of each task's search order.
         Items a candidate already answered (at another budget) are reused, never re-run; a
         configuration that cannot be merged gets the worst score."""
-        from evomerge.errors import EvomergeError
         from evomerge.optim.smac import SMACAskTell
 
         o = self.cfg.optimizer
@@ -333,46 +332,85 @@ class Runner:
             self._remember(known, rec)
         history: list[dict[str, Any]] = []
         trial, items_used = 0, 0
+        # as many trials in flight as there are workers (asked together, told in order)
+        batch = self.cfg.backend.workers if self.cfg.backend.name == "ray" else 1
         while not opt.done and (o.item_budget is None or items_used < o.item_budget):
-            genome, budget = opt.ask()
-            needed = {t: ids[:budget] for t, ids in order.items()}
-            try:
-                recipe = self.space.to_recipe(genome)
+            asks = []
+            while len(asks) < batch and not opt.done:
+                asks.append(opt.ask())
+            estimates = self._mf_batch(asks, trial, order, known)
+            for (_, budget), est in zip(asks, estimates, strict=True):
+                items_used += est.pop("_new_items", 0)  # type: ignore[arg-type]
+                opt.tell([-est[ts.name] for ts in self.tasks])
+                first = est[self.tasks[0].name]
+                history.append({"generation": trial, "best": max([first] + [
+                    h["best"] for h in history[-1:]]), "mean": first, "budget": budget,
+                    "items": items_used})
+                trial += 1
+        return history
+
+    def _mf_batch(self, asks: list[tuple[np.ndarray, int]], trial: int,
+                  order: dict[str, list[str]], known: dict[str, dict[str, dict[str, int]]]
+                  ) -> list[dict[str, float]]:
+        """Estimates (mean over each budget's items) of a batch of asked trials, evaluating
+        only the items each candidate has not answered yet, in parallel on the backend.
+        A trial whose recipe repeats an earlier one of the batch runs after it; a rejected
+        or failing configuration scores 0 (the worst)."""
+        from evomerge.errors import EvomergeError
+
+        out: list[dict[str, float] | None] = [None] * len(asks)
+        pending = list(range(len(asks)))
+        while pending:
+            jobs, owners, texts, later = [], [], set(), []
+            for a in pending:
+                genome, budget = asks[a]
+                needed = {t: ids[:budget] for t, ids in order.items()}
+                try:
+                    recipe = self.space.to_recipe(genome)
+                except EvomergeError:
+                    out[a] = {t: 0.0 for t in needed}
+                    continue
                 text = recipe.model_dump_json(exclude_none=True)
+                if text in texts:
+                    later.append(a)
+                    continue
+                texts.add(text)
                 seen = known.get(text, {})
                 missing = {t: [i for i in ids if i not in seen.get(t, {})]
                            for t, ids in needed.items()}
+                if not any(missing.values()):
+                    out[a] = _mean_over(needed, seen, {})
+                    continue
+                jobs.append(("candidate", recipe, missing, "search",
+                             {"genome": self.space.repair(genome).tolist(),
+                              "generation": trial + a, "index": 0, "budget": budget}))
+                owners.append((a, needed, seen, sum(len(v) for v in missing.values())))
 
-                def mean(tasks: dict[str, Any], seen: dict = seen,
-                         needed: dict = needed) -> dict[str, float]:
-                    out = {}
-                    for t, ids in needed.items():
-                        got = {**seen.get(t, {}), **dict(zip(tasks[t]["ids"],
-                                                             tasks[t]["correct"], strict=True))}
-                        out[t] = float(np.mean([got[i] for i in ids]))
-                    return out
+            def message(n: int = trial) -> str:
+                return f"trial {n + 1} best {self.best_so_far:.3f}"
 
-                if any(missing.values()):
-                    rec = self.evaluate_many(
-                        [("candidate", recipe, missing, "search",
-                          {"genome": self.space.repair(genome).tolist(), "generation": trial,
-                           "index": 0, "budget": budget})], "search",
-                        lambda n=trial, b=budget: f"trial {n + 1} budget {b} items best "
-                                                  f"{self.best_so_far:.3f}", estimate=mean)[0]
-                    self._remember(known, rec)
-                    items_used += sum(len(v) for v in missing.values())
-                    estimates = rec["estimates"]
-                else:
-                    estimates = mean({t: {"ids": [], "correct": []} for t in needed})
-            except EvomergeError:
-                estimates = {t: 0.0 for t in needed}  # rejected or failed: the worst score
-            opt.tell([-estimates[ts.name] for ts in self.tasks])
-            first = estimates[self.tasks[0].name]
-            history.append({"generation": trial, "best": max([first] + [
-                h["best"] for h in history[-1:]]), "mean": first, "budget": budget,
-                "items": items_used})
-            trial += 1
-        return history
+            try:
+                recs = self.evaluate_many(
+                    jobs, "search", message,  # type: ignore[arg-type]
+                    estimate=lambda j, tasks, own=owners: _mean_over(own[j][1], own[j][2], tasks))
+            except EvomergeError:  # one failed: run them one by one to find which
+                recs = []
+                for k, job in enumerate(jobs):
+                    try:
+                        recs.append(self.evaluate_many(
+                            [job], "search", message,  # type: ignore[list-item]
+                            estimate=lambda _, tasks, o=owners[k]: _mean_over(
+                                o[1], o[2], tasks))[0])
+                    except EvomergeError:
+                        recs.append(None)  # type: ignore[arg-type]
+            for (a, needed, _, n_new), rec in zip(owners, recs, strict=True):
+                if rec is None:
+                    out[a] = {t: 0.0 for t in needed}
+                    continue
+                self._remember(known, rec)
+                out[a] = {**rec["estimates"], "_new_items": n_new}
+            pending = later
+        return out  # type: ignore[return-value]
 
     @staticmethod
     def _remember(known: dict[str, dict[str, dict[str, int]]], rec: dict[str, Any]) -> None:
@@ -380,6 +418,18 @@ class Runner:
         for t, res in rec["tasks"].items():
             known.setdefault(text, {}).setdefault(t, {}).update(
                 zip(res["ids"], res["correct"], strict=True))
+
+
+def _mean_over(needed: dict[str, list[str]], seen: dict[str, dict[str, int]],
+               new: dict[str, Any]) -> dict[str, float]:
+    """Mean correctness over each task's ``needed`` items, from earlier answers and new ones."""
+    out = {}
+    for t, ids in needed.items():
+        got = {**seen.get(t, {})}
+        if t in new:
+            got.update(zip(new[t]["ids"], new[t]["correct"], strict=True))
+        out[t] = float(np.mean([got[i] for i in ids]))
+    return out
 
 
 def model_recipe(model: str) -> MergeRecipe:
