@@ -172,6 +172,18 @@ def test_automatic_mixing_weight(hand_made) -> None:  # noqa: ANN001
     delta = bias**2 / (bias**2 + var / (4 * 2))
     assert shrinkage(bias, var, 2) == pytest.approx(delta)
     np.testing.assert_allclose(est.estimate(sub), delta * weighted + (1 - delta) * mp)
+    # missing answers (NaN, as in a user response matrix): rows missing a subset item are
+    # left out, the others' truth is the mean of the answers they have
+    holey = np.vstack([calib, np.full(5, np.nan)])
+    holey[0, [i for i in range(5) if i not in subset.items][0]] = np.nan
+    with_nan = Estimator("gmpirt", subset, irt=model, endpoint_thetas=ends, delta="auto",
+                         calibration=holey)
+    out = with_nan.estimate(sub)
+    assert np.all(np.isfinite(out))
+    truth = np.nanmean(holey[:4], axis=1)
+    bias = np.mean(np.abs(mp - truth))
+    delta = shrinkage(bias, var, 2)
+    np.testing.assert_allclose(out, delta * weighted + (1 - delta) * mp)
 
 
 def test_estimator_errors(hand_made) -> None:  # noqa: ANN001

@@ -149,8 +149,14 @@ class Estimator:
         if self.calibration is None:
             raise ConfigError("automatic mixing weight needs calibration responses")
         full = np.asarray(self.calibration, dtype=float)
+        # rows with a missing answer on the subset cannot be estimated; the truth of a row
+        # is the mean of the answers it has (user response matrices may hold NaN)
+        full = full[~np.isnan(full[:, self.subset.items]).any(axis=1)]
+        if not len(full):
+            raise ConfigError("automatic mixing weight: no calibration row answers every "
+                              "subset item")
         sub = full[:, self.subset.items]
-        truth = full.mean(axis=1)
+        truth = np.nanmean(full, axis=1)
         weighted = sub @ self.subset.weights
         est = self.pirt(sub, weighted) if base == "pirt" else self.mpirt(sub, weighted)
         bias = float(np.mean(np.abs(est - truth)))
