@@ -188,3 +188,17 @@ def test_demo_on_the_committed_zoo_beats_every_endpoint(tmp_path: Path) -> None:
     result = json.loads((tmp_path / "demo" / "result.json").read_text())["test"]
     best = result["best"]["add_it"]
     assert all(best >= result[m]["add_it"] + 0.10 for m in ("base", "math_en", "lang_it"))
+
+
+def test_a_candidate_whose_merge_fails_scores_worst(tiny_zoo: Path, tmp_path: Path) -> None:
+    """Linear weights on a grid that includes 0: some candidates weigh both models 0, which
+    linear cannot normalise; they score worst and the search goes on."""
+    cfg = config(tiny_zoo, tmp_path / "run", merge_method="linear",
+                 space={"type": "per_model", "weight": [0, 0.02], "grid": 0.01},
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0},
+                 optimizer={"name": "random", "pop_size": 8, "generations": 3,
+                            "seed_endpoints": False})
+    result = evolve(load_config(cfg))
+    cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
+    assert all(sum(r["genome"]) > 0 for r in cands)  # the failing ones are not recorded
+    assert 0 < len(cands) < 24 and len(result.history) == 3

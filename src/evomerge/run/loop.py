@@ -189,6 +189,27 @@ class Runner:
             self.backend.run(payloads, on_done)
         return [self.store.get(k) for k in keys]  # type: ignore[misc]
 
+    def evaluate_tolerant(self, jobs: list[Any], phase: str, message: Callable[[], str],
+                          estimate: Callable[[int, dict[str, Any]], dict[str, float]] | None
+                          = None) -> list[dict[str, Any] | None]:
+        """``evaluate_many`` for search candidates: a job whose merge or evaluation fails
+        with a user-level error (e.g. a linear group whose weights sum to 0) gives None, to
+        be scored as the worst, instead of stopping the search."""
+        from evomerge.errors import EvomergeError
+
+        try:
+            return list(self.evaluate_many(jobs, phase, message, estimate))
+        except EvomergeError:  # find which: one by one (finished ones come from the store)
+            out: list[dict[str, Any] | None] = []
+            for k, job in enumerate(jobs):
+                one = None if estimate is None else (
+                    lambda _, tasks, k=k: estimate(k, tasks))  # type: ignore[misc]
+                try:
+                    out.append(self.evaluate_many([job], phase, message, one)[0])
+                except EvomergeError:
+                    out.append(None)
+            return out
+
     # -- calibration: IRT on endpoints and random merges -----------------------------------
     def calibrate(self) -> None:
         if self.cfg.optimizer.name == "smac":  # fitness = the mean over a fidelity's items
@@ -280,11 +301,12 @@ class Runner:
             jobs.append(("candidate", recipe, items, "search",
                          {"genome": self.space.repair(x).tolist(), "generation": generation,
                           "index": i}))
-        recs = self.evaluate_many(jobs, "search", message)  # type: ignore[arg-type]
+        recs = self.evaluate_tolerant(jobs, "search", message)
         F = np.zeros((len(X), len(self.tasks)))  # accuracy 0: the worst
         for i, r in zip(slots, recs, strict=True):
-            F[i] = [-r["estimates"][ts.name] for ts in self.tasks]
-        return F, recs
+            if r is not None:
+                F[i] = [-r["estimates"][ts.name] for ts in self.tasks]
+        return F, [r for r in recs if r is not None]
 
     def search(self) -> list[dict[str, Any]]:
         if self.cfg.optimizer.name == "smac":
@@ -389,20 +411,9 @@ class Runner:
             def message(n: int = trial) -> str:
                 return f"trial {n + 1} best {self.best_so_far:.3f}"
 
-            try:
-                recs = self.evaluate_many(
-                    jobs, "search", message,  # type: ignore[arg-type]
-                    estimate=lambda j, tasks, own=owners: _mean_over(own[j][1], own[j][2], tasks))
-            except EvomergeError:  # one failed: run them one by one to find which
-                recs = []
-                for k, job in enumerate(jobs):
-                    try:
-                        recs.append(self.evaluate_many(
-                            [job], "search", message,  # type: ignore[list-item]
-                            estimate=lambda _, tasks, o=owners[k]: _mean_over(
-                                o[1], o[2], tasks))[0])
-                    except EvomergeError:
-                        recs.append(None)  # type: ignore[arg-type]
+            recs = self.evaluate_tolerant(
+                jobs, "search", message,
+                estimate=lambda j, tasks, own=owners: _mean_over(own[j][1], own[j][2], tasks))
             for (a, needed, _, n_new), rec in zip(owners, recs, strict=True):
                 if rec is None:
                     out[a] = {t: 0.0 for t in needed}
