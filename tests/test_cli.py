@@ -211,3 +211,18 @@ def test_real_process_prints_no_traceback(llama: list[Path], tmp_path: Path) -> 
     assert "Traceback" not in proc.stderr
     assert proc.stderr.strip().startswith("error: ") and "density" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["evolve_lfs_smac.yaml", "evolve_dis_ray.yaml"])
+def test_example_search_configs_are_valid(name: str) -> None:
+    from evomerge.config import load_config
+
+    cfg = load_config(Path(__file__).parents[1] / "examples" / name)
+    assert Path(cfg.base_model).is_dir() and all(Path(m).is_dir() for m in cfg.models)
+
+
+def test_example_np_merge_config_is_valid() -> None:
+    from evomerge.config import load_np_merge_config
+
+    cfg = load_np_merge_config(Path(__file__).parents[1] / "examples" / "np_merge.yaml")
+    assert all(Path(m).is_dir() for m in cfg.models) and cfg.data.zoo == "add_it"
