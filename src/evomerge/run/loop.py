@@ -161,7 +161,9 @@ class Runner:
             if self.store.get(key) is None and key not in todo:
                 todo[key] = len(payloads)
                 payloads.append((recipe_json, items, split))
-        by_key = {k: i for i, k in enumerate(keys)}  # a duplicate job shares the first's record
+        by_key: dict[str, int] = {}
+        for i, k in enumerate(keys):  # a duplicate job shares the first one's record
+            by_key.setdefault(k, i)
         done = len(jobs) - len(payloads)
 
         def on_done(j: int, result: dict[str, Any]) -> None:
