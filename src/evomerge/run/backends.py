@@ -66,7 +66,8 @@ class RayBackend:
             raise ConfigError("backend ray needs Ray: pip install 'evomerge[ray]'") from None
         b = config.backend
         self.ray = ray
-        if not ray.is_initialized():
+        self.started = not ray.is_initialized()  # a cluster of our own: shut down at close
+        if self.started:
             if b.address is None:
                 ray.init(num_cpus=max(1, int(b.workers * b.cpus_per_worker)),
                          include_dashboard=False, log_to_driver=False,
@@ -83,6 +84,8 @@ class RayBackend:
         except Exception as exc:  # a worker's own error (bad model, no CUDA) or a dead node
             for a in self.actors:
                 ray.kill(a)
+            if self.started:
+                ray.shutdown()
             raise ModelError(f"a Ray worker failed to start: {str(exc).splitlines()[-1]}"
                              ) from None
         self.busy: dict[int, str] = {}
@@ -129,6 +132,8 @@ class RayBackend:
         for a in self.actors:
             self.ray.kill(a)
         self.actors = []
+        if self.started:
+            self.ray.shutdown()
 
 
 def make_backend(config: EvolveConfig) -> Backend:
