@@ -202,3 +202,34 @@ def test_a_candidate_whose_merge_fails_scores_worst(tiny_zoo: Path, tmp_path: Pa
     cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
     assert all(sum(r["genome"]) > 0 for r in cands)  # the failing ones are not recorded
     assert 0 < len(cands) < 24 and len(result.history) == 3
+
+
+def test_report_summarises_a_finished_and_an_unfinished_run(
+        tiny_zoo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from evomerge.cli import main
+    from evomerge.run.report import summarize
+
+    cfg = config(tiny_zoo, tmp_path / "run",
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0})
+    result = evolve(load_config(cfg))
+    s = summarize(tmp_path / "run")
+    assert s["finished"] and s["best"][0]["estimates"] == result.best_estimate
+    assert s["evaluations"]["candidate"] == len(
+        [r for r in records(tmp_path / "run") if r["kind"] == "candidate"])
+    assert (tmp_path / "run" / "progress.png").exists()
+    # a run still going (or killed): half a record and a torn line
+    part = tmp_path / "part"
+    part.mkdir()
+    lines = (tmp_path / "run" / "evaluations.jsonl").read_text().splitlines(keepends=True)
+    (part / "evaluations.jsonl").write_text("".join(lines[: len(lines) // 2]) + '{"key": "x')
+    s = summarize(part)
+    assert not s["finished"] and sum(s["evaluations"].values()) == len(lines) // 2
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path / "run")])
+        raise SystemExit(0)
+    assert info.value.code in (0, None)
+    assert "best candidates" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["report", str(tmp_path)])
+    assert info.value.code == 2
+    assert "not a run directory" in capsys.readouterr().err

@@ -144,6 +144,31 @@ def np_merge(
                f"{result.losses[-1]:.4f} over {len(result.losses)} steps)")
 
 
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (finished or running).")],
+    top: Annotated[int, typer.Option(help="How many of the best candidates to list.")] = 5,
+) -> None:
+    """Summarise a run so far: evaluations, items, best candidates; writes progress.png."""
+    from rich.table import Table
+
+    from evomerge.run.report import summarize
+
+    s = summarize(run_dir, top=top)
+    kinds = ", ".join(f"{n} {k}" for k, n in s["evaluations"].items())
+    items = " + ".join(f"{n} {split}" for split, n in s["items"].items())
+    typer.echo(f"{run_dir}: {kinds or 'no evaluations yet'}; {items or 0} item evaluations; "
+               + ("finished (report.md)" if s["finished"] else "not finished"))
+    if s["best"]:
+        table = Table(title="best candidates by estimate (%)")
+        for col in ("generation", "budget", *s["tasks"]):
+            table.add_column(col, justify="right")
+        for b in s["best"]:
+            table.add_row(str(b["generation"]), str(b["budget"] or "-"),
+                          *(f"{100 * b['estimates'][t]:.1f}" for t in s["tasks"]))
+        Console().print(table)
+
+
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 

@@ -4,6 +4,7 @@ as PNG and a short Markdown summary in the run directory."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,7 +31,7 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         gens = [h["generation"] + 1 for h in result.history]
         ax.plot(gens, [h["best"] for h in result.history], marker="o", label="best")
         ax.plot(gens, [h["mean"] for h in result.history], marker=".", label="mean")
-        ax.set_xlabel("generation")
+        ax.set_xlabel("trial" if "budget" in result.history[0] else "generation")
         ax.set_ylabel(f"estimated accuracy ({tasks[0]})")
         ax.legend()
         fig.tight_layout()
@@ -76,3 +77,53 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         {"best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
          "best_estimate": result.best_estimate, "test": result.test, "history": result.history,
          "pareto": result.pareto}, indent=2))
+
+
+def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
+    """What a run directory holds so far, finished or not (the record is append-only, so a
+    run in progress can be read safely): evaluations by kind, items evaluated, the best
+    candidates by estimate (for multi-fidelity runs, at the highest budget seen), and a
+    ``progress.png`` of the best estimate against candidates evaluated."""
+    from evomerge.errors import ConfigError
+    from evomerge.run.store import RECORD_FILE
+
+    path = Path(run_dir) / RECORD_FILE
+    if not path.exists():
+        raise ConfigError(f"{run_dir} is not a run directory (no {RECORD_FILE})")
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line of a killed run
+    kinds: dict[str, int] = {}
+    for r in records:
+        kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    cands = [r for r in records if r["kind"] == "candidate"]
+    items: dict[str, int] = {}
+    for r in records:
+        items[r["split"]] = items.get(r["split"], 0) + sum(len(t["ids"])
+                                                            for t in r["tasks"].values())
+    tasks = list(cands[0]["estimates"]) if cands else []
+    ranked = cands
+    if any("budget" in r for r in cands):
+        high = max(r.get("budget", 0) for r in cands)
+        ranked = [r for r in cands if r.get("budget", 0) == high]
+    ranked = sorted(ranked, key=lambda r: -r["estimates"][tasks[0]]) if tasks else []
+    best = [{"generation": r.get("generation"), "budget": r.get("budget"),
+             "estimates": r["estimates"], "recipe": r["recipe"]} for r in ranked[:top]]
+    if cands:
+        plt = _plt()
+        running, curve = float("-inf"), []
+        for r in cands:
+            running = max(running, r["estimates"][tasks[0]])
+            curve.append(running)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        ax.plot(range(1, len(curve) + 1), curve)
+        ax.set_xlabel("candidates evaluated")
+        ax.set_ylabel(f"best estimate so far ({tasks[0]})")
+        fig.tight_layout()
+        fig.savefig(Path(run_dir) / "progress.png", dpi=120)
+        plt.close(fig)
+    return {"evaluations": kinds, "items": items, "tasks": tasks, "best": best,
+            "finished": (Path(run_dir) / "result.json").exists()}
