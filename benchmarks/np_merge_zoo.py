@@ -47,15 +47,18 @@ def main() -> None:
         search = task_items("add_it", "search")
         ids = [search[i].id for i in subset["add_it"]["items"]]
         print(f"evolved merge: {out['evolved (demo)']:.1f} %", flush=True)
-        runs: dict[str, list[float]] = {"NP Merge, 241 search items": [],
-                                        "NP Merge, the 20 subset items": []}
+        variants = [("NP Merge, 241 search items", None, "pairwise"),
+                    ("NP Merge, the 20 subset items", ids, "pairwise"),
+                    ("NP Merge task vectors, 241 search items", None, "task_vectors"),
+                    ("NP Merge task vectors, the 20 subset items", ids, "task_vectors")]
+        runs: dict[str, list[float]] = {label: [] for label, _, _ in variants}
         for seed in range(args.seeds):
-            for j, (label, limit_ids) in enumerate((("NP Merge, 241 search items", None),
-                                                    ("NP Merge, the 20 subset items", ids))):
+            for j, (label, limit_ids, mode) in enumerate(variants):
                 data: dict[str, object] = {"zoo": "add_it", "split": "search",
                                            "ids": limit_ids}
                 cfg = load_np_merge_config({
                     "models": [str(ZOO_DIR / "math_en"), str(ZOO_DIR / "lang_it")],
+                    "base_model": str(ZOO_DIR / "base"), "mode": mode,
                     "data": data, "test": {"zoo": "add_it", "split": "test"},
                     "steps": 100, "lr": 0.05, "batch_size": 32, "seed": seed,
                     "output": str(Path(tmp) / f"np-{seed}-{j}")})
@@ -68,7 +71,6 @@ def main() -> None:
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "np_merge_zoo.json").write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))
-
 
 
 if __name__ == "__main__":

@@ -213,3 +213,33 @@ def test_np_merge_refuses_mismatched_models(llama: list[Path], tmp_path: Path) -
     with pytest.raises(ModelError, match="differ|shape"):
         np_merge(cfg)
     assert not (tmp_path / "merged").exists()
+
+
+def test_task_vector_mode_starts_at_task_arithmetic_and_can_leave_the_segment() -> None:
+    base = mlp(0).state_dict()
+    torch.manual_seed(5)
+    fts = [{k: v + 0.05 * torch.randn_like(v) for k, v in base.items()} for _ in range(2)]
+    data = toy_data()
+    r = np_merge_modules(mlp(9), fts, data, steps=1, lr=1e-12, mode="task_vectors", base=base)
+    for k, v in r.state_dict.items():  # lambda = 1: plain task arithmetic
+        torch.testing.assert_close(v, base[k] + (fts[0][k] - base[k]) + (fts[1][k] - base[k]))
+    r = np_merge_modules(mlp(9), fts, data, steps=60, lr=0.1, mode="task_vectors", base=base,
+                         granularity="row")
+    assert sum(r.losses[-4:]) < sum(r.losses[:4])
+    lam = r.coefficients[0]["0.weight"]
+    assert lam.shape == (2, 16, 1) and (lam > 1).any()  # beyond the endpoints' segment
+    with pytest.raises(ConfigError, match="base"):
+        np_merge_modules(mlp(9), fts, data, mode="task_vectors")
+
+
+def test_np_merge_job_in_task_vector_mode(tmp_path: Path) -> None:
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import np_merge
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    with pytest.raises(ConfigError, match="needs base_model"):
+        load_np_merge_config(np_config(tmp_path, mode="task_vectors"))
+    cfg = load_np_merge_config(np_config(tmp_path, mode="task_vectors",
+                                         base_model=str(ZOO_DIR / "base"), test=None))
+    result = np_merge(cfg)
+    assert result.losses[-1] < result.losses[0] and (tmp_path / "merged").is_dir()

@@ -157,21 +157,31 @@ class DataConfig(_Strict):
 class NPMergeConfig(_Strict):
     """``evomerge np-merge``: learned per-parameter merging of causal LMs."""
 
-    models: list[str] = Field(min_length=2)
+    models: list[str] = Field(min_length=1)
+    base_model: str | None = None  # needed by mode task_vectors
     data: DataConfig
     test: DataConfig | None = None
     steps: int = Field(default=100, ge=1)
     lr: float = Field(default=0.05, gt=0)
     batch_size: int = Field(default=32, ge=1)
     granularity: Literal["parameter", "row", "tensor"] = "parameter"
-    mode: Literal["pairwise", "softmax"] = "pairwise"
+    mode: Literal["pairwise", "softmax", "task_vectors"] = "pairwise"
     seed: int = 0
     device: str = "cpu"
     output: str = "np-merged"
 
+    @model_validator(mode="after")
+    def _enough_models(self) -> NPMergeConfig:
+        if self.mode == "task_vectors" and self.base_model is None:
+            raise ValueError("mode task_vectors needs base_model")
+        if self.mode != "task_vectors" and len(self.models) < 2:
+            raise ValueError(f"mode {self.mode} merges at least two models")
+        return self
+
     def resolved(self, base_dir: Path) -> NPMergeConfig:
         data = self.model_dump()
         data["models"] = [_resolve(m, base_dir) for m in self.models]
+        data["base_model"] = _resolve(self.base_model, base_dir)
         for key in ("data", "test"):
             if data[key] is not None:
                 data[key]["file"] = _resolve(data[key]["file"], base_dir)

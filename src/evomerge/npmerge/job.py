@@ -91,7 +91,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     out = Path(config.output).resolve()
     prepare_output(out, force)
     dev = resolve_device(config.device)
-    _check_models(config.models)
+    _check_models(config.models + ([config.base_model] if config.base_model else []))
     train_task = load_data(config.data, "data")
     if train_task.kind != "generate":
         raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
@@ -101,6 +101,8 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     tok = AutoTokenizer.from_pretrained(config.models[0])
     states = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).state_dict()
               for m in config.models]
+    base = (AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
+            .state_dict() if config.base_model else None)
     model = AutoModelForCausalLM.from_pretrained(config.models[0], dtype=torch.float32)
     log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
         f"{config.steps} steps")
@@ -108,7 +110,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
                                                       config.seed),
                               lm_loss, steps=config.steps, lr=config.lr,
                               granularity=config.granularity, mode=config.mode, device=dev,
-                              progress=progress)
+                              base=base, progress=progress)
     params = dict(model.named_parameters())
     with torch.no_grad():
         for name, value in result.state_dict.items():

@@ -7,6 +7,11 @@ with the merged tensors, so gradients flow to the coefficients only. More than t
 successive pairwise merges (as in the paper), or one joint softmax over the K models per
 parameter (``mode="softmax"``).
 
+``mode="task_vectors"`` (an extension beyond the paper, for fine-tunes of one base):
+W = W_base + sum_k lambda_k * (W_k - W_base) with one unconstrained lambda per parameter and
+model, starting at 1 (task arithmetic), so the merge can leave the segment between the
+endpoints, as task arithmetic does.
+
 Memory per step, beyond the K endpoints: the coefficients, their gradient and Adam's two
 moments (4 x the model size at ``granularity="parameter"``; per output row or per tensor
 they are negligible), plus the merged weights and their gradient (2 x the model size) and the
@@ -25,7 +30,7 @@ from torch.func import functional_call
 from evomerge.errors import ConfigError, ModelError
 
 Granularity = Literal["parameter", "row", "tensor"]
-Mode = Literal["pairwise", "softmax"]
+Mode = Literal["pairwise", "softmax", "task_vectors"]
 Forward = Callable[..., Any]
 LossFn = Callable[[Forward, Any], torch.Tensor]
 Progress = Callable[[int, int, float], None]  # step, total steps, loss
@@ -57,7 +62,8 @@ def coefficient_shape(shape: torch.Size, granularity: Granularity) -> tuple[int,
 class NPMergeResult:
     state_dict: dict[str, torch.Tensor]
     # pairwise: one alpha tensor per parameter and merge step (weight of the running merge);
-    # softmax: the K weights per parameter, stacked on a leading axis
+    # softmax: the K weights per parameter, stacked on a leading axis; task_vectors: the K
+    # scales of the task vectors, stacked the same way
     coefficients: list[dict[str, torch.Tensor]]
     losses: list[float] = field(default_factory=list)
 
@@ -82,6 +88,7 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
                      batches: Iterable[Any], loss_fn: LossFn = classification_loss, *,
                      steps: int = 100, lr: float = 0.05, granularity: Granularity = "parameter",
                      mode: Mode = "pairwise", device: str | torch.device | None = None,
+                     base: Mapping[str, torch.Tensor] | None = None,
                      progress: Progress | None = None) -> NPMergeResult:
     """Merge the state dicts ``states`` (same architecture as ``module``, aligned first when
     trained from different initialisations) with coefficients learned on ``batches``.
@@ -90,7 +97,10 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
     ``module`` with the merged weights. Floating-point buffers (BatchNorm statistics) are
     averaged, others taken from the first model. ``steps`` counts optimiser steps per pairwise
     merge (K - 1 of them) or in all for softmax."""
-    if len(states) < 2:
+    if mode == "task_vectors":
+        if base is None:
+            raise ConfigError("mode task_vectors needs the base model's weights")
+    elif len(states) < 2:
         raise ConfigError("NP Merge needs at least two models")
     if steps < 1 or lr <= 0:
         raise ConfigError("steps must be >= 1 and lr > 0")
@@ -106,6 +116,10 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
     module = module.to(dev)
     module.eval()
     tensors = [{n: s[n].detach().to(dev, torch.float32) for n in names} for s in states]
+    if base is not None:
+        missing = [n for n in names if n not in base]
+        if missing:
+            raise ModelError(f"the base has no parameter {missing[0]}")
     buffers = {}
     for n, b in module.named_buffers():
         vals = [s[n] for s in states if n in s]
@@ -162,8 +176,23 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
         with torch.no_grad():
             merged = {n: joint(n, logits[n]) for n in names}
         coefficients.append({n: torch.softmax(p.detach(), 0).cpu() for n, p in logits.items()})
+    elif mode == "task_vectors":
+        assert base is not None
+        k = len(tensors)
+        b = {n: base[n].detach().to(dev, torch.float32) for n in names}
+        deltas = [{n: t[n] - b[n] for n in names} for t in tensors]
+        logits = {n: torch.ones((k, *coefficient_shape(b[n].shape, granularity)),
+                                device=dev, requires_grad=True) for n in names}
+
+        def scaled(n: str, p: torch.Tensor) -> torch.Tensor:
+            return b[n] + sum(p[i] * deltas[i][n] for i in range(k))  # type: ignore[return-value]
+
+        train(logits, scaled)
+        with torch.no_grad():
+            merged = {n: scaled(n, logits[n]) for n in names}
+        coefficients.append({n: p.detach().cpu() for n, p in logits.items()})
     else:
-        raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax)")
+        raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax, task_vectors)")
     state = {n: merged[n].detach().to("cpu", states[0][n].dtype) for n in names}
     state.update({n: b.detach().cpu() for n, b in buffers.items()})
     return NPMergeResult(state, coefficients, losses)
