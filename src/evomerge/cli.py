@@ -75,8 +75,7 @@ def evolve(
                       ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Search a merge recipe (pymoo or SMAC + Hyperband): candidates merged in memory, scored
-    on a few items."""
+    """Search a merge recipe (pymoo, or SMAC + Hyperband) with candidates merged in memory."""
     from evomerge.config import load_config
     from evomerge.errors import ConfigError
     from evomerge.run.loop import evolve as run_evolve
