@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterator
 from functools import cache
 
+from evomerge.errors import ConfigError
 from evomerge.eval.tasks import Item, Task
 
 LANGS = ("en", "it", "de")
@@ -77,7 +78,7 @@ def split_pairs(task: str, seed: int = 0) -> dict[str, list[tuple[int, int]]]:
 def task_items(task: str, split: str, seed: int = 0) -> list[Item]:
     """Items of one task (e.g. ``add_it``) and split, in a stable order."""
     if task not in TEMPLATES:
-        raise KeyError(f"unknown zoo task {task!r} (known: {', '.join(TEMPLATES)})")
+        raise ConfigError(f"unknown zoo task {task!r} (known: {', '.join(TEMPLATES)})")
     lang = task.split("_")[1]
     template = TEMPLATES[task]
     items = []
