@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from evomerge.config import EvolveConfig
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, EvomergeError
 from evomerge.eval.tasks import Task
 from evomerge.fitness import (
     Estimator,
@@ -151,7 +151,9 @@ class Runner:
                       ) -> list[dict[str, Any]]:
         """Records of every job, in job order: recorded ones from the store, the rest run on
         the backend and appended to the store as each completes."""
-        keys, todo, payloads = [], {}, []
+        keys: list[str] = []
+        todo: dict[str, int] = {}  # key -> payload index
+        payloads: list[tuple[dict[str, Any], dict[str, list[str] | None], str]] = []
         for kind, recipe, items, split, _ in jobs:
             recipe_json = recipe.model_dump(mode="json", exclude_none=True)
             scope = [kind, split] + [f"{t}:" + ",".join(v or ["all"])
@@ -161,6 +163,7 @@ class Runner:
             if self.store.get(key) is None and key not in todo:
                 todo[key] = len(payloads)
                 payloads.append((recipe_json, items, split))
+        payload_keys = list(todo)  # payload index -> key
         by_key: dict[str, int] = {}
         for i, k in enumerate(keys):  # a duplicate job shares the first one's record
             by_key.setdefault(k, i)
@@ -168,7 +171,7 @@ class Runner:
 
         def on_done(j: int, result: dict[str, Any]) -> None:
             nonlocal done
-            key = next(k for k, v in todo.items() if v == j)
+            key = payload_keys[j]
             kind, _, _, split, extra = jobs[by_key[key]]
             record = {"key": key, "kind": kind, "split": split, "recipe": payloads[j][0],
                       "tasks": result["tasks"], "seconds": result["seconds"],
@@ -197,8 +200,6 @@ class Runner:
         """``evaluate_many`` for search candidates: a job whose merge or evaluation fails
         with a user-level error (e.g. a linear group whose weights sum to 0) gives None, to
         be scored as the worst, instead of stopping the search."""
-        from evomerge.errors import EvomergeError
-
         try:
             return list(self.evaluate_many(jobs, phase, message, estimate))
         except EvomergeError:  # find which: one by one (finished ones come from the store)
@@ -248,10 +249,7 @@ class Runner:
                 thetas = fit_ability(ts.irt, full[:n_end], np.arange(n_total))
             ts.estimator = Estimator(f.estimator, ts.subset, irt=ts.irt, endpoint_thetas=thetas,
                                      delta=f.delta, lam=f.delta, calibration=full)
-        (self.run_dir / "subsets.yaml").write_text(yaml.safe_dump(
-            {ts.name: {**ts.subset.to_json(),
-                       "ids": [ts.search.items[i].id for i in ts.subset.items]}
-             for ts in self.tasks if ts.subset is not None}, sort_keys=False))
+        self._write_subsets()
 
     def _fidelity_order(self) -> None:
         """A seeded order of each task's search items; fidelity b = its first b items, so
@@ -264,10 +262,14 @@ class Runner:
                                n_total=len(ts.search.items), method="fidelity_order",
                                seed=self.cfg.seed)
             ts.estimator = Estimator("mean", ts.subset)
+        self._write_subsets()
+
+    def _write_subsets(self) -> None:
+        """Each task's reduced dataset (or fidelity order) with its item ids, for the user."""
         (self.run_dir / "subsets.yaml").write_text(yaml.safe_dump(
-            {ts.name: {**ts.subset.to_json(),  # type: ignore[union-attr]
-                       "ids": [ts.search.items[i].id for i in ts.subset.items]}  # type: ignore[union-attr]
-             for ts in self.tasks}, sort_keys=False))
+            {ts.name: {**ts.subset.to_json(),
+                       "ids": [ts.search.items[i].id for i in ts.subset.items]}
+             for ts in self.tasks if ts.subset is not None}, sort_keys=False))
 
     def _extract(self, ts: TaskState, full: np.ndarray | None) -> Subset:
         f = self.cfg.fitness
@@ -289,8 +291,6 @@ class Runner:
                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
         """Objectives (to minimise) and records of a population; a genome the space rejects
         (e.g. a stack beyond max_depth) gets the worst score and no evaluation."""
-        from evomerge.errors import EvomergeError
-
         items = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
                  for ts in self.tasks}
         jobs, slots = [], []
@@ -380,8 +380,6 @@ class Runner:
         only the items each candidate has not answered yet, in parallel on the backend.
         A trial whose recipe repeats an earlier one of the batch runs after it; a rejected
         or failing configuration scores 0 (the worst)."""
-        from evomerge.errors import EvomergeError
-
         out: list[dict[str, float] | None] = [None] * len(asks)
         pending = list(range(len(asks)))
         while pending:
