@@ -50,9 +50,9 @@ def test_a_deeper_scaled_stack_equals_its_exported_checkpoint(setup, tmp_path: P
     rng = np.random.default_rng(3)
     x = space.repair(rng.uniform(*space.bounds))
     for p in range(4):  # at least two blocks at position 1, a non-unit scale everywhere
-        x[space._at[f"p{p}.scale"]] = 0.7 + 0.2 * p
-    x[space._at[f"p1.{Path(fts[0]).name}#0.include"]] = 1
-    x[space._at[f"p1.{Path(fts[1]).name}#1.include"]] = 1
+        x[space.index[f"p{p}.scale"]] = 0.7 + 0.2 * p
+    x[space.index[f"p1.{Path(fts[0]).name}#0.include"]] = 1
+    x[space.index[f"p1.{Path(fts[1]).name}#1.include"]] = 1
     recipe = space.to_recipe(x)
     depth = sum(len(b) for b in space.blocks(x))
     assert depth > 4
@@ -73,9 +73,9 @@ def test_unit_scales_export_a_plain_checkpoint(setup, tmp_path: Path) -> None:  
     base, fts, models, stacker, ids = setup
     space = DISSpace(fts, base, num_layers=4)
     x = space.endpoints()[1].copy()
-    x[space._at[f"p2.{Path(base).name}.include"]] = 1  # base layer 2 then ft1's layer 2
-    x[space._at[f"p2.{Path(base).name}.order"]] = 0.1
-    x[space._at[f"p2.{Path(fts[0]).name}.order"]] = 0.9
+    x[space.index[f"p2.{Path(base).name}.include"]] = 1  # base layer 2 then ft1's layer 2
+    x[space.index[f"p2.{Path(base).name}.order"]] = 0.1
+    x[space.index[f"p2.{Path(fts[0]).name}.order"]] = 0.9
     recipe = space.to_recipe(x)
     stacker.apply(recipe)
     out = merge_to_disk(recipe, tmp_path / "plain")

@@ -26,8 +26,8 @@ def test_lfs_genome_is_the_per_group_methods(llama: list[Path]) -> None:
     assert space.n_var == 2 * (1 + 3 * (2 + 2 + 3 + 2))
     rng = np.random.default_rng(0)
     x = space.repair(rng.uniform(*space.bounds))
-    x[space._at["g0.method"]] = METHODS.index("ties")
-    x[space._at["g1.method"]] = METHODS.index("slerp")
+    x[space.index["g0.method"]] = METHODS.index("ties")
+    x[space.index["g1.method"]] = METHODS.index("slerp")
     out = merged(space.to_recipe(x))
 
     def v(name: str) -> float:
@@ -79,6 +79,6 @@ def test_lfs_endpoints_reproduce_each_model_and_methods_are_integers(llama: list
         for name, tensor in out.items():
             torch.testing.assert_close(tensor, ck.get(name).to(tensor.dtype))
     x = space.repair(np.full(space.n_var, 1.6))
-    assert x[space._at["g0.method"]] == 2.0  # a categorical gene snaps to an index
-    gene = space.genes[space._at["g3.mlp.ties.density"]]
+    assert x[space.index["g0.method"]] == 2.0  # a categorical gene snaps to an index
+    gene = space.genes[space.index["g3.mlp.ties.density"]]
     assert gene.active == ("g3.method", METHODS.index("ties"))

@@ -38,9 +38,10 @@ def configuration_space(genes: list[Gene], seed: int) -> Any:
         else:
             params[g.name] = Float(g.name, (g.low, g.high), default=(g.low + g.high) / 2)
     cs.add(list(params.values()))
+    by_name = {g.name: g for g in genes}
     for g in genes:
         if g.active is not None and g.name in params:
-            parent = next(x for x in genes if x.name == g.active[0])
+            parent = by_name[g.active[0]]
             assert parent.choices is not None
             cs.add(EqualsCondition(params[g.name], params[parent.name],
                                    parent.choices[g.active[1]]))
@@ -62,6 +63,7 @@ class SMACAskTell:
         if eta < 2:
             raise ConfigError("hyperband eta must be >= 2")
         self.genes = genes
+        self.by_name = {g.name: g for g in genes}
         self.cs = configuration_space(genes, seed)
         objectives = [f"obj{i}" for i in range(n_obj)] if n_obj > 1 else "cost"
         scenario = Scenario(self.cs, deterministic=True, objectives=objectives,
@@ -88,17 +90,12 @@ class SMACAskTell:
     def to_configuration(self, x: np.ndarray) -> Any:
         from ConfigSpace import Configuration
 
-        values: dict[str, Any] = {}
-        active = {g.name: True for g in self.genes}
+        values: dict[str, Any] = {g.name: g.choices[int(round(v))]
+                                  for g, v in zip(self.genes, x, strict=True) if g.choices}
         for g, v in zip(self.genes, x, strict=True):
-            if g.choices is not None:
-                values[g.name] = g.choices[int(round(v))]
-        for g, v in zip(self.genes, x, strict=True):
-            if g.active is not None:
-                parent = next(p for p in self.genes if p.name == g.active[0])
-                assert parent.choices is not None
-                active[g.name] = values[parent.name] == parent.choices[g.active[1]]
-            if g.choices is None and active[g.name] and g.name in self.cs:
+            active = g.active is None or (
+                values[g.active[0]] == self.by_name[g.active[0]].choices[g.active[1]])  # type: ignore[index]
+            if g.choices is None and active and g.name in self.cs:
                 values[g.name] = float(v)
         return Configuration(self.cs, values=values)
 

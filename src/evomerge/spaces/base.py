@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -35,6 +36,11 @@ class SearchSpace(ABC):
     """Maps genomes (arrays within ``bounds``) to recipes and back."""
 
     genes: list[Gene]
+
+    @cached_property
+    def index(self) -> dict[str, int]:
+        """Gene name -> position in the genome."""
+        return {g.name: i for i, g in enumerate(self.genes)}
 
     @property
     def n_var(self) -> int:

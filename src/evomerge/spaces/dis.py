@@ -39,17 +39,12 @@ class DISSpace(SearchSpace):
                               f"{num_layers} layers")
         self.candidates = [(m, r) for m in self.sources for r in range(repeat)]
         self.genes: list[Gene] = []
-        self._at: dict[str, int] = {}
         for p in range(num_layers):
-            self._add(Gene(f"p{p}.scale", *scale))
+            self.genes.append(Gene(f"p{p}.scale", *scale))
             for m, r in self.candidates:
                 name = f"p{p}.{_short(m)}" + (f"#{r}" if repeat > 1 else "")
-                self._add(Gene(f"{name}.include", 0, 1, 1, choices=SWITCH))
-                self._add(Gene(f"{name}.order", 0.0, 1.0, active=(f"{name}.include", 1)))
-
-    def _add(self, gene: Gene) -> None:
-        self._at[gene.name] = len(self.genes)
-        self.genes.append(gene)
+                self.genes.append(Gene(f"{name}.include", 0, 1, 1, choices=SWITCH))
+                self.genes.append(Gene(f"{name}.order", 0.0, 1.0, active=(f"{name}.include", 1)))
 
     def _name(self, p: int, m: str, r: int) -> str:
         return f"p{p}.{_short(m)}" + (f"#{r}" if self.repeat > 1 else "")
@@ -59,9 +54,9 @@ class DISSpace(SearchSpace):
         x = self.repair(genome)
         out = []
         for p in range(self.num_layers):
-            chosen = [(x[self._at[self._name(p, m, r) + ".order"]], i, m)
+            chosen = [(x[self.index[self._name(p, m, r) + ".order"]], i, m)
                       for i, (m, r) in enumerate(self.candidates)
-                      if x[self._at[self._name(p, m, r) + ".include"]] >= 0.5]
+                      if x[self.index[self._name(p, m, r) + ".include"]] >= 0.5]
             out.append([m for _, _, m in sorted(chosen)] or [self.base])
         return out
 
@@ -73,7 +68,7 @@ class DISSpace(SearchSpace):
             raise ConfigError(f"a stack of {depth} layers exceeds max_depth {self.max_depth}")
         slices: list[dict[str, Any]] = []
         for p, models in enumerate(positions):
-            scale = float(x[self._at[f"p{p}.scale"]])
+            scale = float(x[self.index[f"p{p}.scale"]])
             for j, m in enumerate(models):
                 sl: dict[str, Any] = {"sources": [{"model": m, "layer_range": [p, p + 1]}]}
                 if j == len(models) - 1 and scale != 1.0:
@@ -87,8 +82,8 @@ class DISSpace(SearchSpace):
         for m in self.sources:
             x = np.array([(g.low + g.high) / 2 for g in self.genes])
             for p in range(self.num_layers):
-                x[self._at[f"p{p}.scale"]] = 1.0
+                x[self.index[f"p{p}.scale"]] = 1.0
                 for mm, r in self.candidates:
-                    x[self._at[self._name(p, mm, r) + ".include"]] = float(mm == m and r == 0)
+                    x[self.index[self._name(p, mm, r) + ".include"]] = float(mm == m and r == 0)
             out.append(self.repair(x))
         return out

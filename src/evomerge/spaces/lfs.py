@@ -44,26 +44,21 @@ class LFSSpace(SearchSpace):
         self.granularity = layer_granularity
         self.groups = num_layers // layer_granularity
         self.genes: list[Gene] = []
-        self._at: dict[str, int] = {}
         short = [_short(m) for m in self.models]
         for g in range(self.groups):
             method = f"g{g}.method"
-            self._add(Gene(method, 0, len(METHODS) - 1, 1, choices=METHODS))
+            self.genes.append(Gene(method, 0, len(METHODS) - 1, 1, choices=METHODS))
             for sub in SUBSETS:
                 for k, name in enumerate(METHODS):
                     cond = (method, k)
                     if name == "ties":
-                        self._add(Gene(f"g{g}.{sub}.ties.density", *density, active=cond))
+                        self.genes.append(Gene(f"g{g}.{sub}.ties.density", *density, active=cond))
                     bounds = (0.0, 1.0) if name in ("linear", "slerp") else weight
                     for m in short:
-                        self._add(Gene(f"g{g}.{sub}.{name}.{m}", *bounds, active=cond))
-
-    def _add(self, gene: Gene) -> None:
-        self._at[gene.name] = len(self.genes)
-        self.genes.append(gene)
+                        self.genes.append(Gene(f"g{g}.{sub}.{name}.{m}", *bounds, active=cond))
 
     def value(self, x: np.ndarray, name: str) -> float:
-        return float(x[self._at[name]])
+        return float(x[self.index[name]])
 
     def method_of(self, x: np.ndarray, group: int) -> str:
         return METHODS[int(round(self.value(x, f"g{group}.method")))]
@@ -120,9 +115,9 @@ class LFSSpace(SearchSpace):
         for i in range(len(self.models)):
             x = np.array([(g.low + g.high) / 2 for g in self.genes])
             for g in range(self.groups):
-                x[self._at[f"g{g}.method"]] = METHODS.index("linear")
+                x[self.index[f"g{g}.method"]] = METHODS.index("linear")
                 for sub in SUBSETS:
                     for j, other in enumerate(_short(y) for y in self.models):
-                        x[self._at[f"g{g}.{sub}.linear.{other}"]] = 1.0 if j == i else 0.0
+                        x[self.index[f"g{g}.{sub}.linear.{other}"]] = 1.0 if j == i else 0.0
             out.append(self.repair(x))
         return out
