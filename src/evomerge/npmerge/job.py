@@ -96,11 +96,14 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     test_task = load_data(config.test, "test") if config.test is not None else None
     torch.manual_seed(config.seed)
     tok = AutoTokenizer.from_pretrained(config.models[0])
-    states = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32).state_dict()
+    models = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32)
               for m in config.models]
+    states = [m.state_dict() for m in models]
     base = (AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
             .state_dict() if config.base_model else None)
-    model = AutoModelForCausalLM.from_pretrained(config.models[0], dtype=torch.float32)
+    # the first model is also the module the merge runs through and is written from: its
+    # weights are replaced only once the merge is computed
+    model = models[0]
     log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
         f"{config.steps} steps")
     result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
