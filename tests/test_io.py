@@ -96,19 +96,23 @@ def test_writer_failure_leaves_nothing(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_existing_output_is_kept_unless_forced(tmp_path: Path) -> None:
+def test_existing_output_is_kept_unless_forced_and_evomerges_own(tmp_path: Path) -> None:
     out = tmp_path / "model"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
     slots = [TensorSlot("a", (2,), torch.float32)]
+    with CheckpointWriter(out, slots) as w:
+        w.write("a", torch.zeros(2))
+        w.commit()
     with pytest.raises(EvomergeError, match="already exists"):
         CheckpointWriter(out, slots)
     with CheckpointWriter(out, slots, force=True) as w:
         w.write("a", torch.ones(2))
         w.commit()
-    assert not (out / "keep.txt").exists()
     assert torch.equal(load_file(str(out / "model.safetensors"))["a"], torch.ones(2))
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
+    (out / "keep.txt").write_text("x")  # a file evomerge did not write: never deleted
+    with pytest.raises(EvomergeError, match="keep.txt"):
+        CheckpointWriter(out, slots, force=True)
+    assert (out / "keep.txt").read_text() == "x"
 
 
 @pytest.mark.parametrize("text, size", [("500MB", 500 * 1024**2), ("2GB", 2 * 1024**3),

@@ -13,8 +13,7 @@ import json
 import os
 import shutil
 import struct
-import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,17 @@ from typing import Any
 import torch
 
 from evomerge.errors import EvomergeError
+from evomerge.io.outdir import (
+    check_replaceable,
+    check_target,
+    commit_staging,
+    ensure_space,
+    make_parents,
+    make_staging,
+    remove_empty,
+    write_error,
+    write_marker,
+)
 
 ST_DTYPE = {
     torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
@@ -56,23 +66,27 @@ class _Shard:
 def parse_size(text: str | int) -> int:
     """'500MB', '2GB', '1.5G', 10**9 -> bytes."""
     if isinstance(text, int):
-        return text
-    s = text.strip().upper().removesuffix("B")
-    mult = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-    try:
-        if s and s[-1] in mult:
-            return int(float(s[:-1]) * mult[s[-1]])
-        return int(float(s))
-    except ValueError:
-        raise EvomergeError(f"invalid size {text!r} (expected e.g. 500MB or 2GB)") from None
+        value: float = text
+    else:
+        s = text.strip().upper().removesuffix("B")
+        mult = {"K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+        try:
+            value = (float(s[:-1]) * mult[s[-1]]) if s and s[-1] in mult else float(s)
+        except ValueError:
+            value = float("nan")
+    if not 1 <= value < 2**62:  # also NaN and inf
+        raise EvomergeError(f"invalid size {text!r} (expected e.g. 500MB or 2GB)")
+    return int(value)
 
 
-def prepare_output(out: Path, force: bool) -> None:
-    """Refuse an existing output before any work starts (unless forced)."""
+def prepare_output(out: Path, force: bool, inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse an existing output before any work starts (unless forced and evomerge's own),
+    and any output that is the current directory, holds it, or holds an input."""
+    check_target(out, inputs=inputs)
     if out.exists() and not force:
         raise EvomergeError(f"output {out} already exists (use --force to replace it)")
-    if out.exists() and not out.is_dir():
-        raise EvomergeError(f"output {out} exists and is not a directory")
+    if force:
+        check_replaceable(out, inputs=inputs)
     existing = next((p for p in out.parents if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise EvomergeError(f"cannot create output directory {out.parent}: {existing} is a file")
@@ -86,12 +100,14 @@ class CheckpointWriter:
     """
 
     def __init__(self, out: str | Path, slots: Sequence[TensorSlot], *, force: bool = False,
-                 max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None
-                 ) -> None:
+                 max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None,
+                 inputs: Iterable[str | Path] = ()) -> None:
         self.out = Path(out).resolve()
-        prepare_output(self.out, force)
+        self.inputs = list(inputs)
+        prepare_output(self.out, force, self.inputs)
         self.force = force
-        self.tmp = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.tmp = self.out  # the staging directory, made on __enter__
+        self._made_parents: list[Path] = []
         self.slots = {s.name: s for s in slots}
         self.max_shard_bytes = max_shard_bytes
         self.metadata = {"format": "pt", **(metadata or {})}
@@ -104,23 +120,35 @@ class CheckpointWriter:
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> CheckpointWriter:
+        ensure_space(self.out.parent, sum(s.nbytes for s in self.slots.values()),
+                     f"the merged model {self.out.name}")
+        self._made_parents = make_parents(self.out)  # only once work starts
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)  # only once work starts
-        except OSError as exc:
-            raise EvomergeError(f"cannot create output directory {self.out.parent}: {exc}"
-                                ) from None
-        self.tmp.mkdir()
-        self._layout()
+            self.tmp = make_staging(self.out)
+        except EvomergeError:
+            remove_empty(self._made_parents)
+            raise
+        try:
+            self._layout()
+        except BaseException as exc:
+            self._abort()
+            if isinstance(exc, OSError):
+                raise write_error(self.out, exc) from None
+            raise
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is not None:
             self._abort()
+            if isinstance(exc, OSError) and not isinstance(exc, EvomergeError):
+                raise write_error(self.out, exc) from None
 
     def _abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._close_fds()
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self._closed:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            remove_empty(self._made_parents)
         self._closed = True
 
     def _close_fds(self) -> None:
@@ -215,13 +243,13 @@ class CheckpointWriter:
             weight_map = {name: shard.path.name for name, shard in self._shard_of.items()}
             self.write_json("model.safetensors.index.json",
                             {"metadata": {"total_size": total}, "weight_map": weight_map})
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(self.out, old)
-        os.rename(self.tmp, self.out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if self.out.exists():  # checked again: it may have changed while we merged
+            check_replaceable(self.out, inputs=self.inputs)
+        for shard in self._shards:  # data on disk before the directory appears
+            with open(shard.path, "rb+") as f:
+                os.fsync(f.fileno())
+        write_marker(self.tmp, "model", [p.name for p in self.tmp.iterdir()])
+        commit_staging(self.tmp, self.out)
         self._closed = True
         return self.out
 

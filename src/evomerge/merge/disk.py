@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, ModelError
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
 from evomerge.merge.planner import MergePlan, parse_dtype
@@ -27,7 +27,11 @@ Progress = Callable[[int, int], None]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"device {device!r} is not a device (use cpu, cuda or cuda:N)"
+                          ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but CUDA is not available")
     if dev.type not in ("cpu", "cuda", "mps"):
@@ -51,28 +55,49 @@ def compute_dtype_for(recipe: MergeRecipe, override: str | torch.dtype | None) -
 def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
                   dtype: str | torch.dtype | None = None, out_dtype: str | None = None,
                   force: bool = False, seed: int = 0, shard_size: int = DEFAULT_SHARD_BYTES,
-                  progress: Progress | None = None) -> Path:
-    """Merge ``recipe`` into a Hugging Face checkpoint directory at ``out``."""
+                  progress: Progress | None = None, allow_nonfinite: bool = False) -> Path:
+    """Merge ``recipe`` into a Hugging Face checkpoint directory at ``out``.
+
+    Everything is checked before any directory is written: the output (``force`` replaces
+    only a directory evomerge wrote, never one holding an input), the device, every model
+    and tensor, the tokenizer source and the free space."""
     out = Path(out).resolve()
-    prepare_output(out, force)
+    tok_source = tokenizer_source(recipe)
+    inputs = [*recipe.referenced_models(), *([tok_source] if tok_source else [])]
+    prepare_output(out, force, inputs)
     dev = resolve_device(device)
     compute = compute_dtype_for(recipe, dtype)
     sources = open_sources(recipe)
     plan = MergePlan.build(recipe, sources, seed=seed,
-                           out_dtype=parse_dtype(out_dtype, "out_dtype"))
+                           out_dtype=parse_dtype(out_dtype, "out_dtype"),
+                           allow_nonfinite=allow_nonfinite)
+    if plan.config is None:
+        raise ModelError(f"model {plan.reference!r} has no config.json: the merged checkpoint "
+                         "could not be loaded without one")
     total = len(plan.tasks)
     with CheckpointWriter(out, plan.slots(), force=force, max_shard_bytes=shard_size,
-                          metadata={"merged_by": "evomerge"}) as writer:
+                          metadata={"merged_by": "evomerge"}, inputs=inputs) as writer:
         for done, (task, tensor) in enumerate(plan.tensors(dev, compute), start=1):
             writer.write(task.out.name, tensor)
             if progress is not None:
                 progress(done, total)
-        _write_metadata(writer, plan, sources, out.name)
+        _write_metadata(writer, plan, sources, out.name, tok_source)
         return writer.commit()
 
 
+def tokenizer_source(recipe: MergeRecipe) -> Path | None:
+    """The directory tokenizer files are copied from, when not the base (checked up front)."""
+    if recipe.tokenizer_source in (None, "base"):
+        return None
+    path = Path(recipe.tokenizer_source)  # type: ignore[arg-type]
+    if not path.is_dir():
+        raise ConfigError(f"tokenizer_source {recipe.tokenizer_source!r} is not a directory "
+                          "(use base or a model directory)")
+    return path
+
+
 def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str, Checkpoint],
-                    out_name: str) -> None:
+                    out_name: str, tok_source: Path | None) -> None:
     recipe = plan.recipe
     reference = sources[plan.reference]
     if plan.config is not None:
@@ -85,11 +110,7 @@ def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str
     gen = reference.path / "generation_config.json"
     if gen.exists():
         writer.copy_file(gen)
-    tok_source = reference.path
-    if recipe.tokenizer_source not in (None, "base"):
-        tok_source = Path(recipe.tokenizer_source)
-        if not tok_source.is_dir():
-            raise ConfigError(f"tokenizer_source {recipe.tokenizer_source!r} is not a directory")
+    tok_source = tok_source or reference.path
     for fname in TOKENIZER_FILES:
         if (tok_source / fname).exists():
             writer.copy_file(tok_source / fname)

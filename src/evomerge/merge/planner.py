@@ -73,7 +73,8 @@ class MergePlan:
 
     def __init__(self, recipe: MergeRecipe, sources: Mapping[str, TensorSource],
                  method: MergeMethod, tasks: list[TensorTask], config: dict[str, Any] | None,
-                 reference: str, seed: int) -> None:
+                 reference: str, seed: int, allow_nonfinite: bool = False) -> None:
+        self.allow_nonfinite = allow_nonfinite
         self.recipe = recipe
         self.sources = sources
         self.method = method
@@ -85,7 +86,9 @@ class MergePlan:
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource], *, seed: int = 0,
-              out_dtype: torch.dtype | None = None) -> MergePlan:
+              out_dtype: torch.dtype | None = None, allow_nonfinite: bool = False) -> MergePlan:
+        """``allow_nonfinite``: let NaN/Inf in inputs or results through (by default a merge
+        stops with one line naming the tensor and model)."""
         method = get_method(recipe.merge_method)
         missing = [m for m in recipe.referenced_models() if m not in sources]
         if missing:
@@ -95,7 +98,7 @@ class MergePlan:
         builder = _Builder(recipe, sources, method, seed, out_dtype)
         tasks, config, reference = (builder.from_slices() if recipe.slices
                                     else builder.from_models())
-        return cls(recipe, sources, method, tasks, config, reference, seed)
+        return cls(recipe, sources, method, tasks, config, reference, seed, allow_nonfinite)
 
     # -- running ----------------------------------------------------------------------------
     def slots(self) -> list[TensorSlot]:
@@ -109,8 +112,12 @@ class MergePlan:
             return self.sources[model].get(name).to(device)
 
         def load(ref: tuple[str, str]) -> torch.Tensor:
-            t = self.sources[ref[0]].get(ref[1])
-            return t.to(device=device, dtype=dtype, non_blocking=True)
+            t = self.sources[ref[0]].get(ref[1]).to(device=device, dtype=dtype,
+                                                    non_blocking=True)
+            if not self.allow_nonfinite and not bool(torch.isfinite(t).all()):
+                raise ModelError(f"tensor {ref[1]} of model {ref[0]!r} holds NaN or infinite "
+                                 "values (allow_nonfinite / --allow-nonfinite to merge anyway)")
+            return t
 
         tensors = [load(ref) for ref in task.inputs]
         base = load(task.base) if task.base is not None else None
@@ -124,8 +131,11 @@ class MergePlan:
         if method.stochastic:
             generator = torch.Generator(device=torch.device(device))
             generator.manual_seed(task.seed)
-        out = method(tensors, base, generator=generator, **kwargs)
-        return out.to(task.out.dtype)
+        out = method(tensors, base, generator=generator, **kwargs).to(task.out.dtype)
+        if not self.allow_nonfinite and not bool(torch.isfinite(out).all()):
+            raise ModelError(f"merged tensor {task.out.name} holds NaN or infinite values "
+                             f"({method.name} overflowed {task.out.dtype}? check the weights)")
+        return out
 
     def method_of(self, task: TensorTask) -> MergeMethod:
         return task.method or self.method

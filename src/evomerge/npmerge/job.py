@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,17 @@ from evomerge.errors import ConfigError, ModelError
 from evomerge.eval.answer_batches import encode_answers
 from evomerge.eval.tasks import Task, load_task
 from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.hf import load_causal_lm, load_tokenizer
+from evomerge.io.outdir import (
+    check_replaceable,
+    commit_staging,
+    ensure_space,
+    make_parents,
+    remove_empty,
+    staged,
+    write_error,
+    write_marker,
+)
 from evomerge.io.writer import prepare_output
 from evomerge.merge.disk import resolve_device
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
@@ -81,74 +91,84 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
              log: Callable[[str], None] = lambda s: None) -> NPMergeJobResult:
     """Run the NP Merge job of ``config``; returns the output path, the loss per step and
     the test accuracies."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
     out = Path(config.output).resolve()
-    prepare_output(out, force)
+    inputs = [*config.models, *([config.base_model] if config.base_model else [])]
+    prepare_output(out, force, inputs)
     dev = resolve_device(config.device)
-    _check_models(config.models + ([config.base_model] if config.base_model else []))
+    _check_models(inputs)
     train_task = load_data(config.data, "data")
     if train_task.kind != "generate":
         raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
                           "not supported")
     test_task = load_data(config.test, "test") if config.test is not None else None
     torch.manual_seed(config.seed)
-    tok = AutoTokenizer.from_pretrained(config.models[0])
-    models = [AutoModelForCausalLM.from_pretrained(m, dtype=torch.float32)
-              for m in config.models]
+    tok = load_tokenizer(config.models[0])
+    models = [load_causal_lm(m) for m in config.models]
     states = [m.state_dict() for m in models]
-    base = (AutoModelForCausalLM.from_pretrained(config.base_model, dtype=torch.float32)
-            .state_dict() if config.base_model else None)
-    # the first model is also the module the merge runs through and is written from: its
-    # weights are replaced only once the merge is computed
-    model = models[0]
-    log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
-        f"{config.steps} steps")
-    result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
-                                                      config.seed),
-                              lm_loss, steps=config.steps, lr=config.lr,
-                              granularity=config.granularity, mode=config.mode, device=dev,
-                              base=base, progress=progress)
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in result.state_dict.items():
-            target = params[name] if name in params else model.get_buffer(name)
-            target.copy_(value)
-    tmp = out.parent / f".{out.name}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    base = load_causal_lm(config.base_model).state_dict() if config.base_model else None
+    for path, state in zip(inputs, [*states, *([base] if base else [])], strict=True):
+        bad = next((n for n, t in state.items()
+                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
+        if bad is not None:
+            raise ModelError(f"tensor {bad} of model {path!r} holds NaN or infinite values")
+    # the output's place is made (and checked writable, with room) before training
+    ensure_space(out.parent, sum(t.numel() * t.element_size() for t in states[0].values()),
+                 f"the merged model {out.name}")
+    made = make_parents(out)
     try:
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "np_merge.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
-                                                          sort_keys=False))
-        summary = {n: {"mean": float(c.float().mean()), "std": float(c.float().std())
-                       if c.numel() > 1 else 0.0}
-                   for n, c in result.coefficients[-1].items()}
-        (tmp / "np_merge_coefficients.json").write_text(json.dumps(
-            {"losses": result.losses, "last_merge_coefficients": summary}, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with staged(out) as tmp:
+            # the first model is also the module the merge runs through and is written
+            # from: its weights are replaced only once the merge is computed
+            model = models[0]
+            log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
+                f"{config.steps} steps")
+            result = np_merge_modules(model, states, _batches(tok, train_task,
+                                                              config.batch_size, config.seed),
+                                      lm_loss, steps=config.steps, lr=config.lr,
+                                      granularity=config.granularity, mode=config.mode,
+                                      device=dev, base=base, progress=progress)
+            params = dict(model.named_parameters())
+            with torch.no_grad():
+                for name, value in result.state_dict.items():
+                    target = params[name] if name in params else model.get_buffer(name)
+                    target.copy_(value)
+            try:
+                _save(tmp, model, tok, config, result)
+                if out.exists():
+                    check_replaceable(out, inputs=inputs)
+                commit_staging(tmp, out)
+            except OSError as exc:
+                raise write_error(out, exc) from None
+    except BaseException:
+        remove_empty(made)
+        raise
     job = NPMergeJobResult(out, result.losses)
     if test_task is not None:
         job.test = _test(config, test_task, tok, model, dev)
     return job
 
 
+def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
+          result: Any) -> None:
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "np_merge.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
+                                                      sort_keys=False))
+    summary = {n: {"mean": float(c.float().mean()), "std": float(c.float().std())
+                   if c.numel() > 1 else 0.0}
+               for n, c in result.coefficients[-1].items()}
+    (tmp / "np_merge_coefficients.json").write_text(json.dumps(
+        {"losses": result.losses, "last_merge_coefficients": summary}, indent=1))
+    write_marker(tmp, "model", [p.name for p in tmp.iterdir()])
+
+
 def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,
           dev: torch.device) -> dict[str, float]:
-    from transformers import AutoModelForCausalLM
-
     from evomerge.eval.evaluator import Evaluator
 
     scores = {}
     for i, path in enumerate(config.models):
-        endpoint = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).to(dev)
+        endpoint = load_causal_lm(path).to(dev)
         label = Path(path).name if Path(path).name not in scores else f"{Path(path).name}#{i}"
         scores[label] = Evaluator(endpoint, tok, batch_size=64)(task).accuracy
     scores["np-merge"] = Evaluator(merged.to(dev), tok, batch_size=64)(task).accuracy

@@ -23,7 +23,7 @@ def sha256(path: Path) -> str:
 
 def write_manifest(root: Path, recipe: dict[str, Any], models: list[str]) -> dict[str, Any]:
     files = {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*"))
-             if p.is_file() and p.name != MANIFEST}
+             if p.is_file() and p.name not in (MANIFEST, ".evomerge")}
     manifest = {"recipe": recipe, "models": models, "files": files,
                 "total_bytes": sum((root / f).stat().st_size for f in files)}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
