@@ -34,12 +34,15 @@ def merge(
     seed: Annotated[int, typer.Option(help="Seed for stochastic methods (DARE, DELLA).")] = 0,
     shard_size: Annotated[str, typer.Option(help="Maximum shard size, e.g. 2GB.")] = "2GB",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Merge even if inputs or results hold NaN/Inf.")] = False,
 ) -> None:
     """Merge the models of RECIPE into a Hugging Face checkpoint at OUT."""
     from evomerge.io.writer import parse_size
     from evomerge.merge.disk import merge_to_disk
     from evomerge.recipe import load_recipe
 
+    _on_interrupt(f"interrupted; nothing was written to {out}")
     parsed = load_recipe(recipe)
     size = parse_size(shard_size)
     start = time.perf_counter()
@@ -47,7 +50,8 @@ def merge(
         tensors = (lambda done, total: update("merging", done, total, "tensors")
                    ) if update else None
         path = merge_to_disk(parsed, out, device=device, dtype=dtype, out_dtype=out_dtype,
-                             force=force, seed=seed, shard_size=size, progress=tensors)
+                             force=force, seed=seed, shard_size=size, progress=tensors,
+                             allow_nonfinite=allow_nonfinite)
     if not quiet:
         err.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
 
@@ -71,8 +75,11 @@ def list_methods() -> None:
 @app.command()
 def evolve(
     config: Annotated[Path | None, typer.Argument(help="Run config YAML.")] = None,
-    resume: Annotated[Path | None, typer.Option(help="Resume the run in this directory.")
-                      ] = None,
+    resume: Annotated[Path | None, typer.Option(
+        help="Resume the run in this directory (with CONFIG: that config, if it only "
+             "extends the run).")] = None,
+    fresh: Annotated[bool, typer.Option("--fresh", help="Discard an earlier run in the "
+                                        "config's run_dir first.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Search a merge recipe (pymoo, or SMAC + Hyperband) with candidates merged in memory."""
@@ -80,13 +87,14 @@ def evolve(
     from evomerge.errors import ConfigError
     from evomerge.run.loop import evolve as run_evolve
 
-    if (config is None) == (resume is None):
+    if config is None and resume is None:
         raise ConfigError("give a config file, or --resume RUN_DIR")
     cfg = load_config(config if config is not None else resume / "config.yaml")  # type: ignore[operator]
     if resume is not None:
         cfg = cfg.model_copy(update={"run_dir": str(resume)})
+    _on_interrupt(f"interrupted: resume with evomerge evolve --resume {cfg.run_dir}")
     with _progress(quiet) as progress:
-        result = run_evolve(cfg, resume=resume is not None, progress=progress)
+        result = run_evolve(cfg, resume=resume is not None, fresh=fresh, progress=progress)
     _print_result(result)
 
 
@@ -98,17 +106,14 @@ def demo(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """The offline demo: evolve a cross-lingual merge of the zoo's math and Italian experts."""
-    import shutil
-
     from evomerge.run.demo import demo_config
     from evomerge.run.loop import evolve as run_evolve
 
-    if fresh and run_dir.exists():
-        shutil.rmtree(run_dir)
-    resume = (run_dir / "config.yaml").exists()
+    resume = not fresh and (run_dir / "config.yaml").exists()
     cfg = demo_config(run_dir)
+    _on_interrupt(f"interrupted: run evomerge demo --run-dir {run_dir} again to resume")
     with _progress(quiet) as progress:
-        result = run_evolve(cfg, resume=resume, progress=progress)
+        result = run_evolve(cfg, resume=resume, fresh=fresh, progress=progress)
     _print_result(result)
 
 
@@ -129,6 +134,7 @@ def np_merge(
     cfg = load_np_merge_config(config)
     if out is not None:
         cfg = cfg.model_copy(update={"output": str(out)})
+    _on_interrupt(f"interrupted; nothing was written to {cfg.output}")
     with _progress(quiet) as update:
         steps = (lambda done, total, loss: update("learning", done, total, f"loss {loss:.4f}")
                  ) if update else None
@@ -265,27 +271,86 @@ def zoo_report(root: Annotated[Path | None, typer.Argument(help="Zoo directory."
     typer.echo(markdown(rows))
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the app, turning user mistakes into one line and exit code 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except EvomergeError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
-        raise SystemExit(2) from None
-    except KeyboardInterrupt:
-        err.print("interrupted; nothing was written under the output path")
-        raise SystemExit(130) from None
-    except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
-    except typer.Abort:
-        raise SystemExit(1) from None
-    except Exception as exc:
-        import click
+_interrupt_message = ["interrupted"]
+_signal_seen = [0]
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+
+def _on_interrupt(message: str) -> None:
+    """What to tell the user if this command is interrupted (Ctrl-C or SIGTERM)."""
+    _interrupt_message[0] = message
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so temporary outputs are removed and locks released."""
+    _signal_seen[0] = signum
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point. Exit codes: 0 success; 2 a user mistake (one line, nothing written);
+    130 interrupted by Ctrl-C (143 by SIGTERM), with how to resume; 1 an internal error."""
+    import signal
+
+    _interrupt_message[0], _signal_seen[0] = "interrupted", 0
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGTERM, _terminate)
+    except ValueError:  # not the main thread (e.g. called from a worker thread)
+        previous = None
+    try:
+        try:
+            rv = _run(argv)
+            code = rv if isinstance(rv, int) else 0
+        except KeyboardInterrupt:  # raised outside the command (typer returns 130 inside)
+            code = 130
+        if code == 130:
+            err.print(_interrupt_message[0], highlight=False, soft_wrap=True, markup=False)
+            code = 128 + (_signal_seen[0] or signal.SIGINT)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    raise SystemExit(code)
+
+
+def _run(argv: list[str] | None) -> object:
+    """The app, with user mistakes and usage errors as one line (exit 2)."""
+    import click
+
+    try:
+        return app(args=argv, standalone_mode=False)
+    except EvomergeError as exc:
+        _one_line(str(exc))
+        return 2
+    except typer.Exit as exc:
+        return exc.exit_code
+    except typer.Abort:
+        return 1
+    except (click.exceptions.ClickException, typer.exceptions.TyperException) as exc:
+        ctx = getattr(exc, "ctx", None)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help was the answer
+            if exc.format_message().strip():
+                err.print(exc.format_message(), highlight=False, markup=False)
+            return 2
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        _one_line(f"{exc.format_message()}{hint}")
+        return int(getattr(exc, "exit_code", 2) or 2)
+    except OSError as exc:  # a write that failed where no better message was given
+        import errno
+
+        from evomerge.io.outdir import write_error
+
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES,
+                             errno.EPERM):
+            raise
+        _one_line(str(write_error(Path(exc.filename or "output"), exc)))
+        return 2
+
+
+def _one_line(message: str) -> None:
+    from rich.markup import escape
+
+    text = " ".join(message.split())
+    err.print(f"[red]error:[/red] {escape(text)}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

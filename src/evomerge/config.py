@@ -6,15 +6,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.io.text import load_yaml_file
 from evomerge.recipe import format_validation_error
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _check_device(device: str) -> str:
+    """The syntax of a device name (whether CUDA is there is checked when the job starts)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device (use cpu, cuda or cuda:N)"
+                         ) from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
+    return device
 
 
 class SpaceConfig(_Strict):
@@ -124,6 +138,18 @@ class EvolveConfig(_Strict):
     write_best: bool = True
     test_top_k: int = Field(default=5, ge=1)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> EvolveConfig:
+        _check_device(self.device)
+        names = [t.name for t in self.tasks]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup is not None:
+            raise ValueError(f"two tasks are named {dup!r}; task names must differ")
+        dup = next((m for m in self.models if self.models.count(m) > 1), None)
+        if dup is not None:
+            raise ValueError(f"model {dup!r} is listed twice in models")
+        return self
+
     def resolved(self, base_dir: Path) -> EvolveConfig:
         def fix(p: str | None) -> str | None:
             return _resolve(p, base_dir)
@@ -172,6 +198,10 @@ class NPMergeConfig(_Strict):
 
     @model_validator(mode="after")
     def _enough_models(self) -> NPMergeConfig:
+        _check_device(self.device)
+        dup = next((m for m in self.models if self.models.count(m) > 1), None)
+        if dup is not None:
+            raise ValueError(f"model {dup!r} is listed twice in models")
         if self.mode == "task_vectors" and self.base_model is None:
             raise ValueError("mode task_vectors needs base_model")
         if self.mode != "task_vectors" and len(self.models) < 2:
@@ -204,12 +234,7 @@ def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:
     if isinstance(source, dict):
         return source, Path.cwd()
     path = Path(source)
-    if not path.exists():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config is not valid YAML: {exc}") from None
+    data = load_yaml_file(path, "config file")
     if not isinstance(data, dict):
         raise ConfigError("config must be a YAML mapping")
     return data, path.resolve().parent

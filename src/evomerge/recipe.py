@@ -7,6 +7,7 @@ consumes them.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.io.text import parse_yaml, read_text
 
 Scalar: TypeAlias = bool | int | float | str
 ScalarOrGradient: TypeAlias = Scalar | list[Scalar]
@@ -91,6 +93,14 @@ class MergeRecipe(_Strict):
                              "use tokenizer_source: base or a model path")
         if self.tokenizer_source == "union":
             raise ValueError("tokenizer_source: union is not supported; use base or a model")
+        names = [m.model for m in self.models or []]
+        dup = next((m for m in names if names.count(m) > 1), None)
+        if dup is not None:
+            raise ValueError(f"model {dup!r} is listed twice in models; list it once with one "
+                             "weight (mergekit would silently keep only one entry)")
+        bad = _nonfinite(self.model_dump(include={"parameters", "models", "slices"}))
+        if bad is not None:
+            raise ValueError(f"{bad}: parameter values must be finite numbers")
         for model in self.referenced_models():
             if "+" in model and not Path(model).exists():
                 raise ValueError(f"model {model!r}: LoRA references (model+adapter) are not "
@@ -132,6 +142,23 @@ class MergeRecipe(_Strict):
         return MergeRecipe.model_validate(fix(data))
 
 
+def _nonfinite(obj: Any, where: str = "") -> str | None:
+    """The location of the first NaN or infinite number in a nested structure, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return where or "value"
+    if isinstance(obj, dict):
+        items: Any = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return None
+    for k, v in items:
+        found = _nonfinite(v, f"{where}.{k}" if where else str(k))
+        if found is not None:
+            return found
+    return None
+
+
 def _resolve(model: str, base_dir: Path) -> str:
     p = Path(model).expanduser()
     if p.is_absolute() or p.exists():
@@ -148,19 +175,11 @@ def load_recipe(source: str | Path | dict[str, Any]) -> MergeRecipe:
     else:
         path = Path(source) if not (isinstance(source, str) and "\n" in source) else None
         if path is not None:
-            if not path.exists():
-                raise ConfigError(f"recipe file {path} does not exist")
-            text = path.read_text()
+            text = read_text(path, "recipe file")
             base_dir = path.resolve().parent
         else:
             text = str(source)
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"recipe is not valid YAML{where}: "
-                              f"{getattr(exc, 'problem', exc)}") from None
+        data = parse_yaml(text, "recipe" if path is None else f"recipe {path}")
     if not isinstance(data, dict):
         raise ConfigError("recipe must be a YAML mapping with merge_method and models or slices")
     try:

@@ -46,10 +46,18 @@ class Evaluator:
     """Evaluates one live model on tasks; reuse it across weight updates."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 16,
-                 acc: Literal["acc", "acc_norm"] = "acc") -> None:
+                 acc: Literal["acc", "acc_norm"] = "acc", max_batch_tokens: int = 16384) -> None:
+        """``batch_size`` items at most per forward pass, and at most ``max_batch_tokens``
+        padded tokens (prompt + continuation or new tokens), so one long item cannot blow up
+        a batch's memory."""
         self.model = model
         self.tok = tokenizer
         self.batch_size = batch_size
+        self.max_batch_tokens = max_batch_tokens
+        config = getattr(model, "config", None)
+        self.context = next((getattr(config, k) for k in (
+            "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+            if isinstance(getattr(config, k, None), int)), None)
         self.acc = acc
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -82,13 +90,38 @@ class Evaluator:
                           correct=np.asarray(correct, dtype=bool), outputs=outputs)
 
     # -- encoding (cached per task and item) -----------------------------------------------
-    def _prompt_ids(self, task: Task, item: Item) -> list[int]:
+    def _prompt_ids(self, task: Task, item: Item, reserve: int = 1) -> list[int]:
+        """The prompt's tokens, leaving ``reserve`` positions of the model's context free for
+        the continuation: longer prompts are refused or cut from the left (``truncate``)."""
         key = (task.name, item.id)
         ids = self._prompts.get(key)
         if ids is None:
             ids = self.tok(item.prompt, add_special_tokens=True)["input_ids"]
             self._prompts[key] = ids
+        if self.context is not None and len(ids) + reserve > self.context:
+            room = self.context - reserve
+            if task.truncate != "left" or room < 1:
+                raise ConfigError(
+                    f"task {task.name!r} item {item.id!r}: the prompt is {len(ids)} tokens and "
+                    f"needs {reserve} more, beyond the model's context of {self.context}; "
+                    "shorten it or set the task option truncate: left")
+            ids = ids[-room:]
         return ids
+
+    def _chunks(self, widths: list[int]) -> list[tuple[int, int]]:
+        """[start, end) batches, in order, of at most ``batch_size`` rows and
+        ``max_batch_tokens`` padded tokens (``widths``: each row's length)."""
+        out, start, widest = [], 0, 0
+        for i, w in enumerate(widths):
+            widest_with = max(widest, w)
+            n = i - start
+            if n and (n >= self.batch_size or widest_with * (n + 1) > self.max_batch_tokens):
+                out.append((start, i))
+                start, widest_with = i, w
+            widest = widest_with
+        if start < len(widths):
+            out.append((start, len(widths)))
+        return out
 
     def _continuation_ids(self, task: Task, item: Item, text: str) -> list[int]:
         key = (task.name, item.id + "\x00" + text)
@@ -118,9 +151,10 @@ class Evaluator:
         rule = get_rule(task.extract)
         correct, outputs = [], []
         self.model.eval()
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start: start + self.batch_size]
-            ids, mask = self._left_pad([self._prompt_ids(task, it) for it in chunk])
+        prompts = [self._prompt_ids(task, it) for it in items]
+        for start, end in self._chunks([len(p) + task.max_new_tokens for p in prompts]):
+            chunk = items[start:end]
+            ids, mask = self._left_pad(prompts[start:end])
             kwargs: dict[str, Any] = dict(max_new_tokens=task.max_new_tokens, do_sample=False,
                                           pad_token_id=self.tok.pad_token_id)
             if task.stop:
@@ -155,11 +189,13 @@ class Evaluator:
         stop_ids = self._stop_token_ids(task.stop)
         correct, outputs = [], []
         self.model.eval()
-        for start in range(0, len(items), self.batch_size):
-            chunk = items[start: start + self.batch_size]
-            prompts = [self._prompt_ids(task, it) for it in chunk]
-            answers = [self._continuation_ids(task, it, it.answer) for it in chunk]
-            rows = [p + a for p, a in zip(prompts, answers, strict=True)]
+        every = [self._continuation_ids(task, it, it.answer) for it in items]
+        all_rows = [self._prompt_ids(task, it, len(a) + 1) + a
+                    for it, a in zip(items, every, strict=True)]
+        for start, end in self._chunks([len(r) for r in all_rows]):
+            chunk = items[start:end]
+            answers = every[start:end]
+            rows = all_rows[start:end]
             ids, mask = self._left_pad(rows)
             pred = self._forward(ids, mask).argmax(-1).cpu()
             width = ids.shape[1]
@@ -177,12 +213,14 @@ class Evaluator:
         pairs = [(i, c) for i, it in enumerate(items) for c in range(len(it.choices or ()))]
         scores = torch.empty(len(pairs), dtype=torch.float64)
         self.model.eval()
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start: start + self.batch_size]
-            ctxs = [self._prompt_ids(task, items[i]) for i, _ in chunk]
-            conts = [self._continuation_ids(task, items[i], items[i].choices[c])  # type: ignore[index]
-                     for i, c in chunk]
-            ids, mask = self._left_pad([x + y for x, y in zip(ctxs, conts, strict=True)])
+        all_conts = [self._continuation_ids(task, items[i], items[i].choices[c])  # type: ignore[index]
+                     for i, c in pairs]
+        all_rows = [self._prompt_ids(task, items[i], len(cont)) + cont
+                    for (i, _), cont in zip(pairs, all_conts, strict=True)]
+        for start, end in self._chunks([len(r) for r in all_rows]):
+            chunk = pairs[start:end]
+            conts = all_conts[start:end]
+            ids, mask = self._left_pad(all_rows[start:end])
             logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1).cpu()
             width = ids.shape[1]
             for j, cont in enumerate(conts):

@@ -19,6 +19,8 @@ import numpy as np
 from evomerge.errors import ConfigError
 from evomerge.spaces.base import Gene
 
+_SCENARIO_TRIALS = 1_000_000
+
 
 def configuration_space(genes: list[Gene], seed: int) -> Any:
     from ConfigSpace import (
@@ -66,8 +68,11 @@ class SMACAskTell:
         self.by_name = {g.name: g for g in genes}
         self.cs = configuration_space(genes, seed)
         objectives = [f"obj{i}" for i in range(n_obj)] if n_obj > 1 else "cost"
+        # SMAC sizes its initial design from n_trials; the trial count is enforced here
+        # instead, so that more trials on resume extend a run without changing its start
         scenario = Scenario(self.cs, deterministic=True, objectives=objectives,
-                            n_trials=n_trials, min_budget=min_budget, max_budget=max_budget,
+                            n_trials=_SCENARIO_TRIALS, min_budget=min_budget,
+                            max_budget=max_budget,
                             seed=seed, output_directory=output_dir)
         extra = [self.to_configuration(x) for x in (initial or [])]
         design = MultiFidelityFacade.get_initial_design(scenario, n_configs=max(4, len(extra)),

@@ -32,12 +32,21 @@ from evomerge.fitness import (
 )
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.naming import num_layers_of
+from evomerge.io.outdir import (
+    check_replaceable,
+    check_target,
+    make_parents,
+    remove_empty,
+    write_error,
+    write_marker,
+)
 from evomerge.merge.disk import merge_to_disk, resolve_device
 from evomerge.merge.registry import get_method
 from evomerge.optim import make_optimizer
 from evomerge.recipe import MergeRecipe
 from evomerge.run.backends import Backend, make_backend
-from evomerge.run.store import RunStore, recipe_key
+from evomerge.run.resume import check_resume, write_run_info
+from evomerge.run.store import LOCK_FILE, RECORD_FILE, RunLock, RunStore, recipe_key
 from evomerge.run.worker import load_task_pair
 from evomerge.spaces import DISSpace, LayerwiseSpace, LFSSpace, PerModelSpace, SearchSpace
 
@@ -82,6 +91,12 @@ class Runner:
             if f.subset_size > len(ts.search.items):
                 raise ConfigError(f"task {ts.name}: subset_size {f.subset_size} exceeds its "
                                   f"{len(ts.search.items)} search items")
+        names = {ts.name: ts for ts in self.tasks}
+        for task_name, path in f.responses.items():  # read now: a bad file stops before work
+            if task_name not in names:
+                raise ConfigError(f"fitness.responses names task {task_name!r}, which is not "
+                                  f"one of the tasks ({', '.join(names)})")
+            load_responses(path, len(names[task_name].search.items))
         if f.extraction == "stratified" and not f.stratify_by:
             raise ConfigError("stratified extraction needs stratify_by (a metadata field)")
         o = config.optimizer
@@ -99,6 +114,7 @@ class Runner:
         self.backend: Backend = make_backend(config)  # reads the models (here or on workers)
         self.store: RunStore  # opened by evolve() once the whole config has been validated
         self.new_evaluations = 0
+        self.failures: list[str] = []  # why candidates could not be merged or evaluated
         self.best_so_far = float("-inf")  # first objective's estimate, for the progress line
 
     # -- setup -----------------------------------------------------------------------------
@@ -209,7 +225,8 @@ class Runner:
                     lambda _, tasks, k=k: estimate(k, tasks))  # type: ignore[misc]
                 try:
                     out.append(self.evaluate_many([job], phase, message, one)[0])
-                except EvomergeError:
+                except EvomergeError as exc:
+                    self.failures.append(str(exc))
                     out.append(None)
             return out
 
@@ -351,9 +368,10 @@ class Runner:
                           output_dir=self.run_dir / "smac")
         order = {ts.name: [ts.search.items[i].id for i in ts.subset.items]  # type: ignore[union-attr]
                  for ts in self.tasks}
-        known: dict[str, dict[str, dict[str, int]]] = {}  # recipe -> task -> id -> correct
-        for rec in self.store.of_kind("candidate"):
-            self._remember(known, rec)
+        # recipe -> task -> id -> correct, built as trials run: on resume the replayed trials
+        # rebuild it from the record, so each counts the items it evaluated first as it
+        # did before (item_budget and trials end where an undisturbed run ends)
+        known: dict[str, dict[str, dict[str, int]]] = {}
         history: list[dict[str, Any]] = []
         trial, items_used = 0, 0
         # as many trials in flight as there are workers (asked together, told in order)
@@ -452,10 +470,18 @@ def model_recipe(model: str) -> MergeRecipe:
 def load_responses(path: str, n_items: int) -> np.ndarray:
     """A user-supplied response matrix (models x items, 0/1, NaN for missing)."""
     p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"response matrix {p} does not exist")
-    data = np.load(p) if p.suffix == ".npy" else np.loadtxt(p, delimiter=",", ndmin=2)
-    data = np.atleast_2d(np.asarray(data, dtype=float))
+    if not p.is_file():
+        raise ConfigError(f"response matrix {p} does not exist or is not a file")
+    try:
+        data = (np.load(p, allow_pickle=False) if p.suffix == ".npy"
+                else np.loadtxt(p, delimiter=",", ndmin=2))
+        data = np.atleast_2d(np.asarray(data, dtype=float))
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"response matrix {p} cannot be read as a 0/1 matrix: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                          ) from None
+    if data.ndim != 2:
+        raise ConfigError(f"response matrix {p} must be 2-D (models x items)")
     if data.shape[1] != n_items:
         raise ConfigError(f"response matrix {p} has {data.shape[1]} columns, the task has "
                           f"{n_items} search items")
@@ -474,30 +500,70 @@ def _pareto(points: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=int)
 
 
-def evolve(config: EvolveConfig, *, resume: bool = False, progress: Progress | None = None
-           ) -> EvolveResult:
-    """Run (or resume) a search; returns the best recipe and its held-out accuracy."""
+def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
+           progress: Progress | None = None) -> EvolveResult:
+    """Run (or resume) a search; returns the best recipe and its held-out accuracy.
+
+    ``resume`` continues the run in ``config.run_dir`` (refused when the config or the
+    inputs changed what its evaluations mean); ``fresh`` discards a run there first (only a
+    directory evomerge wrote). Everything is validated before the run directory is touched,
+    and the directory is locked for the whole run."""
     run_dir = Path(config.run_dir).resolve()
-    cfg_path = run_dir / "config.yaml"
+    if resume and fresh:
+        raise ConfigError("give --resume or --fresh, not both")
+    inputs = [config.base_model, *config.models]
+    check_target(run_dir, inputs=inputs)
+    has_run = (run_dir / RECORD_FILE).exists() and (run_dir / RECORD_FILE).stat().st_size > 0
     if resume:
-        if not cfg_path.exists():
+        if not (run_dir / "config.yaml").exists():
             raise ConfigError(f"{run_dir} is not a run directory (no config.yaml)")
-    elif (run_dir / "evaluations.jsonl").exists():
-        raise ConfigError(f"run directory {run_dir} already holds a run (use --resume, or "
-                          "another run_dir)")
+        check_resume(run_dir, config)
+    elif has_run and not fresh:
+        raise ConfigError(f"run directory {run_dir} already holds a run (--resume to continue "
+                          "it, --fresh to discard it, or another run_dir)")
+    elif run_dir.exists():  # replacing: only what evomerge wrote there
+        check_replaceable(run_dir, inputs=inputs, flag="--fresh" if fresh else "run_dir")
     runner = Runner(config, run_dir, progress)  # validates everything; writes nothing
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    runner.store = RunStore(run_dir)
+    created = make_parents(run_dir / "x")
     try:
-        runner.calibrate()
-        history = runner.search()
-        result = _finish(runner, history)
+        run_dir.mkdir(exist_ok=True)
+    except OSError as exc:
+        remove_empty(created)
+        raise write_error(run_dir, exc) from None
+    lock = RunLock(run_dir)
+    try:
+        if not resume:
+            _clear_run(run_dir)
+            write_marker(run_dir, "run")
+        # on resume, an allowed extension (checked above) becomes the run's config
+        write_run_info(run_dir, config)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
+                                                            sort_keys=False))
+        runner.store = RunStore(run_dir)
+        try:
+            runner.calibrate()
+            history = runner.search()
+            result = _finish(runner, history)
+        finally:
+            runner.store.close()
+            runner.backend.close()
     finally:
-        runner.store.close()
-        runner.backend.close()
+        lock.release()
     return result
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Empty a run directory for a new run, keeping the lock file we hold (the caller checked
+    that everything there was written by evomerge)."""
+    import shutil
+
+    for entry in run_dir.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
 def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
@@ -505,6 +571,10 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     # in the order the optimizer asked for them, whatever order the workers finished in
     cands = sorted(runner.store.of_kind("candidate"),
                    key=lambda r: (r["generation"], r.get("index", 0)))
+    if not cands:
+        why = runner.failures[0] if runner.failures else "the space rejected every genome"
+        raise EvomergeError(f"no candidate could be merged and evaluated ({len(runner.failures)}"
+                            f" failed); the first failure: {why}")
     if any("budget" in r for r in cands):  # multi-fidelity: rank at the highest budget seen
         top = max(r.get("budget", 0) for r in cands)
         cands = [r for r in cands if r.get("budget", 0) == top]
@@ -537,6 +607,18 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     from evomerge.run.report import write_report
 
     write_report(result, names, est, test_points)
-    if cfg.write_best and not (runner.run_dir / "best").exists():
-        merge_to_disk(best_recipe, runner.run_dir / "best", seed=cfg.seed, dtype=cfg.dtype)
+    best_dir = runner.run_dir / "best"
+    if cfg.write_best and _stored_recipe(best_dir) != best_recipe:  # new, or an older best
+        merge_to_disk(best_recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype, force=True)
     return result
+
+
+def _stored_recipe(model_dir: Path) -> MergeRecipe | None:
+    """The recipe a merged checkpoint was written from (None when there is none)."""
+    from evomerge.merge.disk import RECIPE_FILE
+    from evomerge.recipe import load_recipe
+
+    try:
+        return load_recipe(model_dir / RECIPE_FILE)
+    except EvomergeError:
+        return None

@@ -85,17 +85,12 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
     candidates by estimate (for multi-fidelity runs, at the highest budget seen), and a
     ``progress.png`` of the best estimate against candidates evaluated."""
     from evomerge.errors import ConfigError
-    from evomerge.run.store import RECORD_FILE
+    from evomerge.run.store import RECORD_FILE, read_records
 
     path = Path(run_dir) / RECORD_FILE
     if not path.exists():
         raise ConfigError(f"{run_dir} is not a run directory (no {RECORD_FILE})")
-    records = []
-    for line in path.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line of a killed run
+    records, _ = read_records(path)  # a torn last line is skipped, anything else refused
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 
 from evomerge.config import EvolveConfig, TaskConfig
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, ModelError
 from evomerge.eval.evaluator import Evaluator
 from evomerge.eval.tasks import Task, load_task
 from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+from evomerge.io.hf import load_causal_lm, load_tokenizer
 from evomerge.merge.disk import resolve_device
 from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
@@ -45,15 +46,10 @@ class EvalWorker:
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         keep_on = torch.device("cpu") if config.offload else self.device
         self.sources = {name: TensorDictSource(
-            {k: ck.get(k).to(keep_on, dtype) for k in ck.names()}, name, ck.config)
-            for name, ck in checkpoints.items()}
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.disable_progress_bar()
-        self.tokenizer = AutoTokenizer.from_pretrained(config.base_model)
-        self.model = AutoModelForCausalLM.from_pretrained(config.base_model,
-                                                          dtype=dtype).to(self.device)
+            {k: _finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()}, name,
+            ck.config) for name, ck in checkpoints.items()}
+        self.tokenizer = load_tokenizer(config.base_model)
+        self.model = load_causal_lm(config.base_model, dtype).to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload)
@@ -67,11 +63,8 @@ class EvalWorker:
         """Layer-stacking candidates (the dis space): every input model as a module, once,
         and a shell model whose layer list is rebuilt from theirs per candidate."""
         if self.stacker is None:
-            from transformers import AutoModelForCausalLM
-
             def load(path: str) -> torch.nn.Module:
-                return AutoModelForCausalLM.from_pretrained(path, dtype=self.dtype).to(
-                    self.device).eval()
+                return load_causal_lm(path, self.dtype).to(self.device).eval()
 
             models = {m: load(m) for m in [self.config.base_model, *self.config.models]}
             self.stacker = LiveStacker(models, load(self.config.base_model))
@@ -105,3 +98,11 @@ class EvalWorker:
                              "accuracy": res.accuracy}
         return {"tasks": results,
                 "seconds": {"merge": merge_s, "eval": time.perf_counter() - start}}
+
+
+def _finite(t: torch.Tensor, name: str, model: str) -> torch.Tensor:
+    """Inputs are checked once, when the search loads them: a NaN would poison every
+    candidate."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise ModelError(f"tensor {name} of model {model!r} holds NaN or infinite values")
+    return t

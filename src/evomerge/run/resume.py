@@ -1,0 +1,117 @@
+"""What a resumed run may change: the run's config and its inputs' fingerprints are kept in
+``run.json`` when it starts; ``--resume`` compares them with the config given (or the edited
+``config.yaml``) and the inputs as they are now.
+
+Recorded evaluations are answers to "this recipe, on these items, with these models": a
+setting that changes any of that (models, method, space, tasks, fitness, seed, dtype, the
+optimizer's algorithm) would mix incompatible answers, so it is refused with the keys named.
+Extensions are allowed: more generations or trials, a larger item budget, and settings that
+only decide where or how fast evaluations run (device, backend, batch size, offload) or what
+is done at the end (test_top_k, write_best).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from evomerge.config import EvolveConfig
+from evomerge.errors import ConfigError
+
+RUN_INFO = "run.json"
+# key -> "grow": may only increase (None = unlimited counts as the largest); "any": free
+SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
+        "optimizer.item_budget": "grow", "test_top_k": "any", "write_best": "any",
+        "device": "any", "offload": "any", "batch_size": "any", "run_dir": "any"}
+SAFE_PREFIXES = ("backend.",)
+_SAMPLE = 1 << 16
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def file_fingerprint(path: Path) -> str:
+    """sha256 of the size and of the start, middle and end of a file (the whole file when
+    small): a replaced checkpoint is caught without reading gigabytes."""
+    h = hashlib.sha256()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with path.open("rb") as f:
+        if size <= 4 * _SAMPLE:
+            h.update(f.read())
+        else:
+            for at in (0, size // 2, size - _SAMPLE):
+                f.seek(at)
+                h.update(f.read(_SAMPLE))
+    return h.hexdigest()[:32]
+
+
+def fingerprints(config: EvolveConfig) -> dict[str, str]:
+    """Every input a recorded answer depends on: model files (weights, config, tokenizer)
+    and task files."""
+    out: dict[str, str] = {}
+    for m in dict.fromkeys([config.base_model, *config.models]):
+        d = Path(m)
+        if d.is_dir():
+            for f in sorted(d.iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    out[f"{m}/{f.name}"] = file_fingerprint(f)
+    for t in config.tasks:
+        for p in (t.search, t.test):
+            if p and Path(p).is_file():
+                out[p] = file_fingerprint(Path(p))
+    return out
+
+
+def write_run_info(run_dir: Path, config: EvolveConfig) -> None:
+    info = {"config": config.model_dump(mode="json"), "fingerprints": fingerprints(config)}
+    tmp = run_dir / (RUN_INFO + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1) + "\n")
+    tmp.replace(run_dir / RUN_INFO)
+
+
+def check_resume(run_dir: Path, config: EvolveConfig) -> None:
+    """Refuse a resume whose config or inputs changed what the record's evaluations mean."""
+    path = run_dir / RUN_INFO
+    if not path.exists():  # a run from before run.json: nothing to compare
+        return
+    try:
+        info = json.loads(path.read_text())
+        old = _flat(info["config"])
+        old_prints = dict(info["fingerprints"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is damaged; it records what the run was started with, so "
+                          "the run cannot be resumed safely") from None
+    new = _flat(config.model_dump(mode="json"))
+    refused, shrunk = [], []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b or key.startswith(SAFE_PREFIXES) or SAFE.get(key) == "any":
+            continue
+        if SAFE.get(key) == "grow":
+            if b is None or (a is not None and b >= a):
+                continue
+            shrunk.append(f"{key} ({a} -> {b})")
+            continue
+        refused.append(key)
+    if refused:
+        raise ConfigError(
+            f"the config differs from the run's in {', '.join(refused)}: that changes what "
+            "is evaluated, so the recorded evaluations would not apply; start a new run "
+            "(another run_dir, or --fresh to discard this one)")
+    if shrunk:
+        raise ConfigError(f"resume can extend a run, not shrink it: {', '.join(shrunk)}")
+    now = fingerprints(config)
+    changed = sorted(k for k in set(old_prints) | set(now) if old_prints.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"{changed[0]} changed since the run started"
+                          + (f" (and {len(changed) - 1} more files)" if len(changed) > 1 else "")
+                          + ": the recorded evaluations used the old one; start a new run")
