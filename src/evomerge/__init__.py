@@ -22,22 +22,23 @@ def merge(recipe: MergeRecipe | str | Path | dict[str, Any], out: str | Path, **
           ) -> Path:
     """Merge a recipe (object, YAML path or dict) into a checkpoint at ``out``.
 
-    Options match ``evomerge merge``: device, dtype, out_dtype, force, seed, shard_size.
+    Options match ``evomerge merge``: device, dtype, out_dtype, force, seed, shard_size,
+    allow_nonfinite.
     """
     if not isinstance(recipe, MergeRecipe):
         recipe = load_recipe(recipe)
     return merge_to_disk(recipe, out, **options)
 
 
-def evolve(config: Any, *, resume: bool = False) -> Any:
-    """Run (or resume) a recipe search; ``config`` is an ``EvolveConfig``, a YAML path or a
-    dict (same fields as ``evomerge evolve``). Returns an ``EvolveResult``."""
+def evolve(config: Any, *, resume: bool = False, fresh: bool = False) -> Any:
+    """Run (or resume, or start afresh) a recipe search; ``config`` is an ``EvolveConfig``, a
+    YAML path or a dict (same fields as ``evomerge evolve``). Returns an ``EvolveResult``."""
     from evomerge.config import EvolveConfig, load_config
     from evomerge.run.loop import evolve as run
 
     if not isinstance(config, EvolveConfig):
         config = load_config(config)
-    return run(config, resume=resume)
+    return run(config, resume=resume, fresh=fresh)
 
 
 def np_merge(config: Any, *, force: bool = False) -> Any:

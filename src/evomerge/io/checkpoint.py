@@ -87,16 +87,38 @@ class Checkpoint:
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
         if not isinstance(weight_map, dict):
             raise ModelError(f"model {self.name!r}: {index_path.name} has no weight_map")
-        files = {f: self.path / f for f in set(weight_map.values())}
+        files = {f: self._confined(f, index_path.name) for f in set(weight_map.values())}
         for f in files.values():
             if not f.exists():
                 raise ModelError(f"model {self.name!r}: shard {f.name} listed in index is missing")
         for tensor, f in weight_map.items():
             self._file_of[tensor] = files[f]
-        for f in files.values():
-            self._open(f)  # validates headers up front
+        held = {f: set(self._open(f)) for f in files.values()}  # validates headers up front
+        for tensor, f in weight_map.items():
+            if tensor not in held[files[f]]:
+                raise ModelError(f"model {self.name!r}: {index_path.name} places tensor {tensor} "
+                                 f"in {f}, which does not hold it")
+
+    def _confined(self, name: Any, index: str) -> Path:
+        """A file named by an index, which must stay inside the model directory (after
+        symlinks; a Hugging Face cache snapshot may link into its repository's blobs/)."""
+        if not isinstance(name, str) or not name or "\x00" in name:
+            raise ModelError(f"model {self.name!r}: {index} names an invalid file {name!r}")
+        rel = Path(name)
+        if rel.is_absolute() or ".." in rel.parts:
+            raise ModelError(f"model {self.name!r}: {index} names {name!r}, outside the model "
+                             "directory; refusing to read it")
+        root = self.path.resolve()
+        target = (self.path / rel).resolve()
+        blobs = root.parent.parent / "blobs" if root.parent.name == "snapshots" else None
+        if not (target.is_relative_to(root) or (blobs is not None
+                                                and target.is_relative_to(blobs))):
+            raise ModelError(f"model {self.name!r}: {name} (named by {index}) resolves to "
+                             f"{target}, outside the model directory; refusing to read it")
+        return self.path / rel
 
     def _add_file(self, f: Path) -> None:
+        f = self._confined(f.name, f.name)
         for tensor in self._open(f):
             self._file_of[tensor] = f
 

@@ -30,7 +30,7 @@ MARKER = ".evomerge"
 # what a run directory may hold: everything the search loop, the report and the best
 # checkpoint write (a user's own file among them makes --fresh refuse)
 RUN_ENTRIES = ("config.yaml", "evaluations.jsonl", "evaluations.jsonl.torn", "subsets.yaml",
-               "run.json", "run.json.tmp", "smac", "best", ".best.partial-*", ".best.old-*",
+               "run.json", ".*.tmp-*", "smac", "best", ".best.partial-*", ".best.old-*",
                "report.md", "result.json", "fitness.png", "pareto.png", "estimated_vs_test.png",
                "progress.png", ".lock", MARKER)
 _HOST = socket.gethostname().replace("-", "_")
@@ -65,6 +65,9 @@ def check_replaceable(path: str | Path, *, inputs: Iterable[str | Path] = (),
     if not entries:
         return
     marker = read_marker(p)
+    if marker is None and {"config.yaml", "evaluations.jsonl"} <= set(entries) and all(
+            any(fnmatch.fnmatchcase(e, a) for a in RUN_ENTRIES) for e in entries):
+        marker = {"kind": "run"}  # a run directory of an evomerge from before the marker
     if marker is None:
         raise EvomergeError(f"{flag} refuses to replace {p}: evomerge did not write it (no "
                             f"{MARKER} marker); remove it yourself or choose another path")
@@ -98,6 +101,21 @@ def remove_owned(path: Path, *, inputs: Iterable[str | Path] = (), flag: str = "
     check_replaceable(path, inputs=inputs, flag=flag)
     if path.exists():
         shutil.rmtree(path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a small file so that a kill leaves the old content or the new, never half."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 # -- staging -------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 
 from evomerge.config import EvolveConfig
-from evomerge.errors import ConfigError, EvomergeError
+from evomerge.errors import ConfigError, EvomergeError, ModelError
 from evomerge.eval.tasks import Task
 from evomerge.fitness import (
     Estimator,
@@ -33,6 +33,7 @@ from evomerge.fitness import (
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.naming import num_layers_of
 from evomerge.io.outdir import (
+    atomic_write_text,
     check_replaceable,
     check_target,
     make_parents,
@@ -86,6 +87,7 @@ class Runner:
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         self.tasks = [self._load_task(t) for t in config.tasks]
         self.space = self._space(checkpoints)
+        self._probe_merge(checkpoints)
         f = config.fitness
         for ts in self.tasks:
             if f.subset_size > len(ts.search.items):
@@ -118,6 +120,21 @@ class Runner:
         self.best_so_far = float("-inf")  # first objective's estimate, for the progress line
 
     # -- setup -----------------------------------------------------------------------------
+    def _probe_merge(self, checkpoints: dict[str, Checkpoint]) -> None:
+        """Plan the space's midpoint merge on the checkpoints' headers: models that cannot be
+        merged at all (a vocabulary or shape mismatch, a missing tensor) stop here, before
+        any work, instead of failing every candidate."""
+        from evomerge.merge.planner import MergePlan
+
+        xl, xu = self.space.bounds
+        try:
+            recipe = self.space.to_recipe(self.space.repair((xl + xu) / 2))
+            MergePlan.build(recipe, checkpoints, seed=self.cfg.seed)
+        except ModelError:
+            raise
+        except EvomergeError:  # a parameter value this genome happens to reject
+            pass
+
     def _load_task(self, t: Any) -> TaskState:
         search, test = load_task_pair(t)
         return TaskState(t.name, search, test)
@@ -283,7 +300,7 @@ class Runner:
 
     def _write_subsets(self) -> None:
         """Each task's reduced dataset (or fidelity order) with its item ids, for the user."""
-        (self.run_dir / "subsets.yaml").write_text(yaml.safe_dump(
+        atomic_write_text(self.run_dir / "subsets.yaml", yaml.safe_dump(
             {ts.name: {**ts.subset.to_json(),
                        "ids": [ts.search.items[i].id for i in ts.subset.items]}
              for ts in self.tasks if ts.subset is not None}, sort_keys=False))
@@ -537,8 +554,8 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
             write_marker(run_dir, "run")
         # on resume, an allowed extension (checked above) becomes the run's config
         write_run_info(run_dir, config)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"),
-                                                            sort_keys=False))
+        atomic_write_text(run_dir / "config.yaml",
+                          yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         runner.store = RunStore(run_dir)
         try:
             runner.calibrate()

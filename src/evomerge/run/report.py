@@ -3,11 +3,14 @@ as PNG and a short Markdown summary in the run directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from evomerge.io.outdir import atomic_write_text
 
 if TYPE_CHECKING:
     from evomerge.run.loop import EvolveResult
@@ -72,8 +75,8 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     lines += ["", "## Best recipe", "", "```yaml", result.best_recipe.to_yaml().rstrip(), "```",
               "", "Plots: fitness.png" + (", pareto.png" if len(tasks) >= 2 else "")
               + ", estimated_vs_test.png"]
-    (out / "report.md").write_text("\n".join(lines) + "\n")
-    (out / "result.json").write_text(json.dumps(
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / "result.json", json.dumps(
         {"best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
          "best_estimate": result.best_estimate, "test": result.test, "history": result.history,
          "pareto": result.pareto}, indent=2))
@@ -118,7 +121,8 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
         ax.set_xlabel("candidates evaluated")
         ax.set_ylabel(f"best estimate so far ({tasks[0]})")
         fig.tight_layout()
-        fig.savefig(Path(run_dir) / "progress.png", dpi=120)
+        with contextlib.suppress(OSError):  # a read-only run directory is still summarised
+            fig.savefig(Path(run_dir) / "progress.png", dpi=120)
         plt.close(fig)
     return {"evaluations": kinds, "items": items, "tasks": tasks, "best": best,
             "finished": (Path(run_dir) / "result.json").exists()}

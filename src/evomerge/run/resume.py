@@ -19,6 +19,7 @@ from typing import Any
 
 from evomerge.config import EvolveConfig
 from evomerge.errors import ConfigError
+from evomerge.io.outdir import atomic_write_text
 
 RUN_INFO = "run.json"
 # key -> "grow": may only increase (None = unlimited counts as the largest); "any": free
@@ -73,9 +74,7 @@ def fingerprints(config: EvolveConfig) -> dict[str, str]:
 
 def write_run_info(run_dir: Path, config: EvolveConfig) -> None:
     info = {"config": config.model_dump(mode="json"), "fingerprints": fingerprints(config)}
-    tmp = run_dir / (RUN_INFO + ".tmp")
-    tmp.write_text(json.dumps(info, indent=1) + "\n")
-    tmp.replace(run_dir / RUN_INFO)
+    atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=1) + "\n")
 
 
 def check_resume(run_dir: Path, config: EvolveConfig) -> None:
