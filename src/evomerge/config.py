@@ -62,18 +62,37 @@ class SpaceConfig(_Strict):
 
 
 class TaskConfig(_Strict):
-    """A benchmark: a zoo task (``zoo: add_it``) or files (``search`` and ``test``)."""
+    """A benchmark: a zoo task (``zoo: add_it``), files (``search`` and ``test``), or an
+    lm-eval task (``lm_eval: NAME`` or a task YAML path; extra ``[lm-eval]``)."""
 
     name: str
     zoo: str | None = None
     search: str | None = None
     test: str | None = None
     options: dict[str, Any] = {}
+    # lm-eval tasks: the task, extra task folders, few-shot count, the per-item metric
+    # (default the task's first), and the split of its documents (see eval/lm_eval_tasks.py)
+    lm_eval: str | None = None
+    include_path: str | None = None
+    num_fewshot: int | None = Field(default=None, ge=0)
+    metric: str | None = None
+    search_size: int | None = Field(default=None, ge=1)
+    test_size: int | None = Field(default=None, ge=1)
+    split_seed: int = 0
 
     @model_validator(mode="after")
     def _source(self) -> TaskConfig:
-        if bool(self.zoo) == bool(self.search):
-            raise ValueError(f"task {self.name}: give either zoo or search (+ test) files")
+        given = [k for k in ("zoo", "search", "lm_eval") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(f"task {self.name}: give one of zoo, search (+ test) files or "
+                             "lm_eval")
+        lm_only = [k for k in ("include_path", "num_fewshot", "metric", "search_size",
+                               "test_size") if getattr(self, k) is not None]
+        if lm_only and not self.lm_eval:
+            raise ValueError(f"task {self.name}: {lm_only[0]} applies to lm_eval tasks only")
+        if self.lm_eval and self.options:
+            raise ValueError(f"task {self.name}: options apply to file tasks; an lm_eval task "
+                             "takes its prompts and generation settings from its YAML")
         return self
 
 
@@ -159,6 +178,9 @@ class EvolveConfig(_Strict):
         data["models"] = [fix(m) for m in self.models]
         for t in data["tasks"]:
             t["search"], t["test"] = fix(t["search"]), fix(t["test"])
+            t["include_path"] = fix(t["include_path"])
+            if t["lm_eval"] and t["lm_eval"].endswith((".yaml", ".yml")):
+                t["lm_eval"] = fix(t["lm_eval"])
         return EvolveConfig.model_validate(data)
 
 

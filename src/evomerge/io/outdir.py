@@ -30,6 +30,7 @@ MARKER = ".evomerge"
 # what a run directory may hold: everything the search loop, the report and the best
 # checkpoint write (a user's own file among them makes --fresh refuse)
 RUN_ENTRIES = ("config.yaml", "evaluations.jsonl", "evaluations.jsonl.torn", "subsets.yaml",
+               "splits.yaml",
                "run.json", ".*.tmp-*", "smac", "best", ".best.partial-*", ".best.old-*",
                "report.md", "result.json", "fitness.png", "pareto.png", "estimated_vs_test.png",
                "progress.png", ".lock", MARKER)

@@ -298,6 +298,13 @@ class Runner:
             ts.estimator = Estimator("mean", ts.subset)
         self._write_subsets()
 
+    def write_splits(self) -> None:
+        """Each task's search and test item ids (for lm-eval tasks: doc ids), so the split a
+        run used can be read and reproduced."""
+        atomic_write_text(self.run_dir / "splits.yaml", yaml.safe_dump(
+            {ts.name: {"search": ts.search.ids, "test": ts.test.ids} for ts in self.tasks},
+            sort_keys=False, default_flow_style=None, width=100))
+
     def _write_subsets(self) -> None:
         """Each task's reduced dataset (or fidelity order) with its item ids, for the user."""
         atomic_write_text(self.run_dir / "subsets.yaml", yaml.safe_dump(
@@ -554,6 +561,7 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
             write_marker(run_dir, "run")
         # on resume, an allowed extension (checked above) becomes the run's config
         write_run_info(run_dir, config)
+        runner.write_splits()
         atomic_write_text(run_dir / "config.yaml",
                           yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
         runner.store = RunStore(run_dir)
@@ -626,7 +634,10 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     write_report(result, names, est, test_points)
     best_dir = runner.run_dir / "best"
     if cfg.write_best and _stored_recipe(best_dir) != best_recipe:  # new, or an older best
-        merge_to_disk(best_recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype, force=True)
+        # stored in the precision it was searched and tested in, so the checkpoint scores
+        # what the report says (rounding to the base's float16 moved answers)
+        merge_to_disk(best_recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype,
+                      out_dtype=cfg.dtype, force=True)
     return result
 
 

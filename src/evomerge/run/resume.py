@@ -66,7 +66,7 @@ def fingerprints(config: EvolveConfig) -> dict[str, str]:
                 if f.is_file() and not f.name.startswith("."):
                     out[f"{m}/{f.name}"] = file_fingerprint(f)
     for t in config.tasks:
-        for p in (t.search, t.test):
+        for p in (t.search, t.test, t.lm_eval):
             if p and Path(p).is_file():
                 out[p] = file_fingerprint(Path(p))
     return out

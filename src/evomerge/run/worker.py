@@ -8,8 +8,9 @@ sees the run store, the estimators or the optimizer.
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -24,9 +25,14 @@ from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
 from evomerge.recipe import MergeRecipe
 
+if TYPE_CHECKING:
+    from evomerge.eval.lm_eval_tasks import LMEvalTask
+
 
 def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
     """(search split, held-out test split) of one configured task."""
+    if t.lm_eval:
+        return lm_eval_task(t).as_tasks(t.name)
     if t.zoo:
         from evomerge.zoo.data import zoo_task
 
@@ -35,6 +41,23 @@ def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
         raise ConfigError(f"task {t.name}: a held-out test file is required")
     return (load_task(t.search, name=t.name + "/search", **t.options),
             load_task(t.test, name=t.name + "/test", **t.options))
+
+
+def lm_eval_task(t: TaskConfig) -> LMEvalTask:
+    """The lm-eval task of a task config, loaded once per process."""
+    return _lm_eval_task(t.lm_eval, t.include_path, t.num_fewshot, t.metric, t.search_size,
+                         t.test_size, t.split_seed)
+
+
+@functools.lru_cache(maxsize=16)
+def _lm_eval_task(spec: str, include_path: str | None, num_fewshot: int | None,
+                  metric: str | None, search_size: int | None, test_size: int | None,
+                  split_seed: int) -> LMEvalTask:
+    from evomerge.eval.lm_eval_tasks import load_lm_eval_task
+
+    return load_lm_eval_task(spec, include_path=include_path, num_fewshot=num_fewshot,
+                             metric=metric, search_size=search_size, test_size=test_size,
+                             split_seed=split_seed)
 
 
 class EvalWorker:
@@ -54,6 +77,8 @@ class EvalWorker:
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload)
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
+        self.lm_eval = {t.name: lm_eval_task(t) for t in config.tasks if t.lm_eval}
+        self._lms: dict[int, Any] = {}  # id(live model) -> lm-eval's HFLM wrapping it
         self.config, self.dtype = config, dtype
         self.stacker: LiveStacker | None = None
         self.stack_evaluator: Evaluator | None = None
@@ -85,6 +110,18 @@ class EvalWorker:
         self._loaded_recipe = text
         return seconds, evaluator if stacked else self.evaluator
 
+    def _lm(self, evaluator: Evaluator) -> Any:
+        """lm-eval's HF model wrapper around the evaluator's live model (weights swapped in
+        place are what lm-eval sees)."""
+        key = id(evaluator.model)
+        if key not in self._lms:
+            from evomerge.eval.lm_eval_adapter import _import
+
+            hflm = _import()[1]
+            self._lms[key] = hflm(pretrained=evaluator.model, tokenizer=self.tokenizer,
+                                  batch_size=self.config.batch_size)
+        return self._lms[key]
+
     def run(self, recipe: dict[str, Any], items: dict[str, list[str] | None], split: str
             ) -> dict[str, Any]:
         """Merge ``recipe`` into the live model and evaluate it on ``items`` of every task
@@ -93,7 +130,10 @@ class EvalWorker:
         start = time.perf_counter()
         results = {}
         for name, (search, test) in self.tasks.items():
-            res = evaluator(search if split == "search" else test, items.get(name))
+            if name in self.lm_eval:
+                res = self.lm_eval[name].evaluate(self._lm(evaluator), split, items.get(name))
+            else:
+                res = evaluator(search if split == "search" else test, items.get(name))
             results[name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
                              "accuracy": res.accuracy}
         return {"tasks": results,
