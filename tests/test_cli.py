@@ -213,7 +213,8 @@ def test_real_process_prints_no_traceback(llama: list[Path], tmp_path: Path) -> 
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("name", ["evolve_lfs_smac.yaml", "evolve_dis_ray.yaml"])
+@pytest.mark.parametrize("name", ["evolve_lfs_smac.yaml", "evolve_dis_ray.yaml",
+                                  "evolve_lm_eval.yaml"])
 def test_example_search_configs_are_valid(name: str) -> None:
     from evomerge.config import load_config
 

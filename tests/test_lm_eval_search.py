@@ -192,3 +192,15 @@ def test_a_task_yaml_found_relative_to_the_config(lm_tasks: Path, tmp_path: Path
         "tasks": [{"name": "mc", "lm_eval": "tasks/mc.yaml"}], "run_dir": "runs/x"}))
     cfg = load_config(cfg_file)
     assert cfg.tasks[0].lm_eval == str(project / "tasks" / "mc.yaml")
+
+
+def test_the_example_task_loads_from_the_repository_root(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    from evomerge.run.worker import load_task_pair
+
+    root = Path(__file__).parents[1]
+    monkeypatch.chdir(root)  # where the example's data_files are found, as it says
+    cfg = load_config(root / "examples" / "evolve_lm_eval.yaml")
+    search, test = load_task_pair(cfg.tasks[0])
+    assert len(search.items) == 60 and len(test.items) == 60
+    assert not set(search.ids) & set(test.ids)

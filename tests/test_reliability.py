@@ -80,8 +80,11 @@ def start_evolve(zoo: Path, tmp_path: Path, pop_size: int, generations: int
                                                            "generations": generations})
     cfg_path = tmp_path / "c.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
+    # a shell running this suite in the background ignores SIGINT for its children: give
+    # the process the default disposition a user's terminal gives it
     proc = subprocess.Popen([sys.executable, "-m", "evomerge", "evolve", str(cfg_path), "-q"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return proc, tmp_path / "run" / "evaluations.jsonl", cfg
 
 

@@ -70,6 +70,7 @@ class TaskConfig(_Strict):
     search: str | None = None
     test: str | None = None
     options: dict[str, Any] = {}
+    fewshot_from: str | None = None  # a file of few-shot examples (same fields as the task)
     # lm-eval tasks: the task, extra task folders, few-shot count, the per-item metric
     # (default the task's first), and the split of its documents (see eval/lm_eval_tasks.py)
     lm_eval: str | None = None
@@ -90,7 +91,7 @@ class TaskConfig(_Strict):
                                "test_size") if getattr(self, k) is not None]
         if lm_only and not self.lm_eval:
             raise ValueError(f"task {self.name}: {lm_only[0]} applies to lm_eval tasks only")
-        if self.lm_eval and self.options:
+        if self.lm_eval and (self.options or self.fewshot_from):
             raise ValueError(f"task {self.name}: options apply to file tasks; an lm_eval task "
                              "takes its prompts and generation settings from its YAML")
         return self
@@ -179,6 +180,7 @@ class EvolveConfig(_Strict):
         for t in data["tasks"]:
             t["search"], t["test"] = fix(t["search"]), fix(t["test"])
             t["include_path"] = fix(t["include_path"])
+            t["fewshot_from"] = fix(t["fewshot_from"])
             if t["lm_eval"] and t["lm_eval"].endswith((".yaml", ".yml")):
                 t["lm_eval"] = fix(t["lm_eval"])
         return EvolveConfig.model_validate(data)

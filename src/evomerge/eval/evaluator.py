@@ -19,6 +19,7 @@ import torch
 
 from evomerge.errors import ConfigError
 from evomerge.eval.extract import get_rule, matches
+from evomerge.eval.prompts import render
 from evomerge.eval.tasks import Item, Task
 
 Method = Literal["auto", "generate", "teacher_forced"]
@@ -96,7 +97,8 @@ class Evaluator:
         key = (task.name, item.id)
         ids = self._prompts.get(key)
         if ids is None:
-            ids = self.tok(item.prompt, add_special_tokens=True)["input_ids"]
+            text, special = render(task, item, self.tok)
+            ids = self.tok(text, add_special_tokens=special)["input_ids"]
             self._prompts[key] = ids
         if self.context is not None and len(ids) + reserve > self.context:
             room = self.context - reserve
@@ -127,7 +129,9 @@ class Evaluator:
         key = (task.name, item.id + "\x00" + text)
         ids = self._answers.get(key)
         if ids is None:
-            ids = self.tok(task.target_delimiter + text if not _word_level(self.tok) else text,
+            # the answer starts the assistant's turn in a chat prompt: no delimiter there
+            plain = _word_level(self.tok) or task.chat
+            ids = self.tok(text if plain else task.target_delimiter + text,
                            add_special_tokens=False)["input_ids"]
             self._answers[key] = ids
         return ids

@@ -94,6 +94,10 @@ def load_lm_eval_task(spec: str, *, include_path: str | None = None,
     from a task YAML path, and fix its search and test documents."""
     _, _, task_manager = _import()
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    with contextlib.suppress(ImportError):  # "Generating test split" bars on every load
+        import datasets
+
+        datasets.disable_progress_bars()
     path = Path(spec)
     paths = [str(p) for p in (include_path,) if p]
     if path.suffix in (".yaml", ".yml"):

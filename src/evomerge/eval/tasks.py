@@ -57,6 +57,14 @@ class Task:
     # a prompt longer than the model's context: "error" (one line naming the item) or
     # "left" (keep its last tokens, as lm-eval does)
     truncate: Literal["error", "left"] = "error"
+    # few-shot examples drawn (seeded per item) from fewshot_pool, never the item itself;
+    # chat: the tokenizer's chat template (optional system message); see eval/prompts.py
+    fewshot: int = 0
+    fewshot_seed: int = 0
+    fewshot_delimiter: str = "\n\n"
+    fewshot_pool: tuple[Item, ...] = field(default=(), repr=False)
+    chat: bool = False
+    system: str | None = None
 
     def __post_init__(self) -> None:
         self._check_options()
@@ -99,6 +107,19 @@ class Task:
             raise ConfigError(f"{where}: language must be an ISO 639-1 code such as 'it'")
         if not isinstance(self.target_delimiter, str):
             raise ConfigError(f"{where}: target_delimiter must be a string")
+        if not isinstance(self.fewshot, int) or isinstance(self.fewshot, bool) or (
+                self.fewshot < 0):
+            raise ConfigError(f"{where}: fewshot must be a count >= 0, got {self.fewshot!r}")
+        if self.fewshot and len(self.fewshot_pool) < self.fewshot:
+            raise ConfigError(f"{where}: fewshot {self.fewshot} needs at least that many "
+                              f"examples (fewshot_from), got {len(self.fewshot_pool)}")
+        if not isinstance(self.chat, bool):
+            raise ConfigError(f"{where}: chat must be true or false")
+        if self.system is not None and (not isinstance(self.system, str) or not self.chat):
+            raise ConfigError(f"{where}: system is a chat system message (a string; needs "
+                              "chat: true)")
+        if not isinstance(self.fewshot_delimiter, str):
+            raise ConfigError(f"{where}: fewshot_delimiter must be a string")
         if self.truncate not in ("error", "left"):
             raise ConfigError(f"{where}: truncate must be error or left, got {self.truncate!r}")
 
@@ -124,22 +145,32 @@ class Task:
 
 # Task fields a task file's ``options`` may set, and load_task's field mapping
 TASK_OPTIONS = {"kind", "max_new_tokens", "stop", "extract", "regex", "language",
-                "target_delimiter", "truncate"}
-FIELD_OPTIONS = {"id_field", "prompt_field", "answer_field", "choices_field"}
+                "target_delimiter", "truncate", "fewshot", "fewshot_seed",
+                "fewshot_delimiter", "chat", "system"}
+FIELD_OPTIONS = {"id_field", "prompt_field", "answer_field", "choices_field",
+                 "prompt_template", "answer_template", "split", "search_split",
+                 "test_split"}
 
 
 def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id",
               prompt_field: str = "prompt", answer_field: str = "answer",
-              choices_field: str = "choices", **options: Any) -> Task:
-    """A task from a JSONL or CSV file, or a local HF ``datasets`` directory.
+              choices_field: str = "choices", prompt_template: str | None = None,
+              answer_template: str | None = None, split: str | None = None,
+              fewshot_from: str | Path | None = None, **options: Any) -> Task:
+    """A task from a JSONL, CSV/TSV or Parquet file, or a local HF ``datasets`` directory
+    (``split`` picks one split of a saved ``DatasetDict``).
 
-    Each record needs a prompt and an answer; ids default to the record's row number; a
+    Each record needs a prompt and an answer: fields named by ``prompt_field`` and
+    ``answer_field``, or Jinja templates over the record (``prompt_template: "Q:
+    {{question}}\nA:"``, lm-eval's ``doc_to_text`` style); ids default to the row number; a
     ``choices`` list makes the task multiple choice (the answer may be the choice text or its
     index); every other field becomes metadata (language, subject, split, ...).
     """
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"task file {p} does not exist")
+    prompt_of = _field_or_template(prompt_field, prompt_template, "prompt_template")
+    answer_of = _field_or_template(answer_field, answer_template, "answer_template")
     unknown = sorted(set(options) - TASK_OPTIONS)
     if unknown:
         import difflib
@@ -148,15 +179,21 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"task file {p}: unknown option {unknown[0]!r}{hint}; options are "
                           + ", ".join(sorted(TASK_OPTIONS | FIELD_OPTIONS)))
-    records = list(_read_records(p))
+    records = list(_read_records(p, split))
     if not records:
         raise ConfigError(f"task file {p} has no records")
     items = []
     for row, rec in enumerate(records):
-        missing = [f for f in (prompt_field, answer_field) if f not in rec]
+        missing = [f for f, t in ((prompt_field, prompt_template),
+                                  (answer_field, answer_template)) if t is None and f not in rec]
         if missing:
-            raise ConfigError(f"task file {p}: record {row} has no field {missing[0]!r} (map "
-                              f"your fields with the options prompt_field / answer_field)")
+            raise ConfigError(f"task file {p}: record {row} has no field {missing[0]!r} (its "
+                              f"fields: {', '.join(map(str, rec))}; map them with the options "
+                              "prompt_field / answer_field or prompt_template)")
+        try:
+            prompt, answer = prompt_of(rec), answer_of(rec)
+        except Exception as exc:  # jinja: an undefined field, a bad filter
+            raise ConfigError(f"task file {p}: record {row}: template failed: {exc}") from None
         choices = rec.get(choices_field)
         if isinstance(choices, str):
             try:
@@ -164,7 +201,6 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
             except json.JSONDecodeError:
                 raise ConfigError(f"task file {p}: record {row}: choices {choices!r} is not a "
                                   "JSON list") from None
-        answer = rec[answer_field]
         if choices is not None:
             if not isinstance(choices, (list, tuple)) or not choices:
                 raise ConfigError(f"task file {p}: record {row}: choices must be a non-empty "
@@ -185,10 +221,16 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
                                   "of its choices")
         meta = {k: str(v) for k, v in rec.items()
                 if k not in (id_field, prompt_field, answer_field, choices_field)}
-        items.append(Item(id=str(rec.get(id_field, row)), prompt=str(rec[prompt_field]),
+        items.append(Item(id=str(rec.get(id_field, row)), prompt=str(prompt),
                           answer=str(answer), choices=choices, meta=meta))
     kind: TaskKind = "multiple_choice" if items[0].choices else "generate"
     options.setdefault("kind", kind)
+    if fewshot_from is not None:  # examples read with the same field mapping
+        options["fewshot_pool"] = load_task(
+            fewshot_from, name=f"{name or p.stem}/fewshot", id_field=id_field,
+            prompt_field=prompt_field, answer_field=answer_field,
+            choices_field=choices_field, prompt_template=prompt_template,
+            answer_template=answer_template).items
     for key in ("stop",):
         if key in options and isinstance(options[key], str):
             options[key] = (options[key],)
@@ -197,17 +239,51 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
     return Task(name=name or p.stem, items=tuple(items), **options)
 
 
-def _read_records(p: Path) -> Iterable[dict[str, Any]]:
+def _field_or_template(field: str, template: str | None, what: str) -> Any:
+    """record -> value: the named field, or a Jinja template rendered over the record."""
+    if template is None:
+        return lambda rec: rec[field]
+    if not isinstance(template, str):
+        raise ConfigError(f"{what} must be a string such as 'Q: {{{{question}}}}'")
+    import jinja2
+
+    try:
+        compiled = jinja2.Environment(undefined=jinja2.StrictUndefined,
+                                      keep_trailing_newline=True).from_string(template)
+    except jinja2.TemplateError as exc:
+        raise ConfigError(f"{what} {template!r} is not a valid template: {exc}") from None
+    return lambda rec: compiled.render(**rec)
+
+
+def _read_records(p: Path, split: str | None = None) -> Iterable[dict[str, Any]]:
     if p.is_dir():
         try:
             import datasets
         except ImportError:  # pragma: no cover - datasets ships with the test extra
             raise ConfigError(f"{p} is a directory: reading HF datasets needs `pip install "
                               "datasets`") from None
-        ds = datasets.load_from_disk(str(p))
+        try:
+            ds = datasets.load_from_disk(str(p))
+        except (FileNotFoundError, ValueError) as exc:
+            raise ConfigError(f"{p} is not a saved datasets directory: "
+                              f"{str(exc).splitlines()[0]}") from None
         if isinstance(ds, datasets.DatasetDict):
-            raise ConfigError(f"{p} holds several splits ({', '.join(ds)}); point to one")
+            if split is None or split not in ds:
+                raise ConfigError(f"{p} holds the splits {', '.join(ds)}; choose one with the "
+                                  "option split")
+            ds = ds[split]
+        elif split is not None:
+            raise ConfigError(f"{p} holds one split; remove the option split")
         yield from ds
+    elif p.suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise ConfigError(f"{p}: reading Parquet needs `pip install pyarrow`") from None
+        try:
+            yield from pq.read_table(p).to_pylist()
+        except Exception as exc:  # pyarrow raises its own types for damaged files
+            raise ConfigError(f"{p} is not a readable Parquet file: {exc}") from None
     elif p.suffix in (".jsonl", ".json"):
         text = read_text(p, "task file")
         for n, line in enumerate(text.splitlines(), start=1):
@@ -227,7 +303,8 @@ def _read_records(p: Path) -> Iterable[dict[str, Any]]:
         yield from csv.DictReader(io.StringIO(text, newline=""),
                                   delimiter="\t" if p.suffix == ".tsv" else ",")
     else:
-        raise ConfigError(f"task file {p}: expected .jsonl, .csv, .tsv or a datasets directory")
+        raise ConfigError(f"task file {p}: expected .jsonl, .csv, .tsv, .parquet or a datasets "
+                          "directory")
 
 
 def task_from_items(name: str, items: Sequence[Item], **options: Any) -> Task:

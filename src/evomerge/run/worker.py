@@ -36,11 +36,17 @@ def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
     if t.zoo:
         from evomerge.zoo.data import zoo_task
 
-        return zoo_task(t.zoo, "search"), zoo_task(t.zoo, "test")
+        return (zoo_task(t.zoo, "search", options=t.options, fewshot_from=t.fewshot_from),
+                zoo_task(t.zoo, "test", options=t.options, fewshot_from=t.fewshot_from))
     if not t.test:
         raise ConfigError(f"task {t.name}: a held-out test file is required")
-    return (load_task(t.search, name=t.name + "/search", **t.options),
-            load_task(t.test, name=t.name + "/test", **t.options))
+    options = dict(t.options)  # search_split / test_split: splits of one datasets directory
+    splits = {k: options.pop(f"{k}_split", options.get("split")) for k in ("search", "test")}
+    options.pop("split", None)
+    return (load_task(t.search, name=t.name + "/search", fewshot_from=t.fewshot_from,
+                      split=splits["search"], **options),
+            load_task(t.test, name=t.name + "/test", fewshot_from=t.fewshot_from,
+                      split=splits["test"], **options))
 
 
 def lm_eval_task(t: TaskConfig) -> LMEvalTask:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from functools import cache
+from typing import Any
 
 from evomerge.errors import ConfigError
 from evomerge.eval.tasks import Item, Task
@@ -89,10 +90,26 @@ def task_items(task: str, split: str, seed: int = 0) -> list[Item]:
     return items
 
 
-def zoo_task(task: str, split: str = "test", seed: int = 0) -> Task:
-    """A zoo task as an evaluation ``Task`` (exact match on the digits answer)."""
+def zoo_task(task: str, split: str = "test", seed: int = 0,
+             options: dict[str, Any] | None = None, fewshot_from: str | None = None) -> Task:
+    """A zoo task as an evaluation ``Task`` (exact match on the digits answer); ``options``
+    are task options (few-shot, chat, generation), few-shot examples come from
+    ``fewshot_from`` or else the zoo's training split."""
+    from evomerge.eval.tasks import TASK_OPTIONS, load_task
+
+    options = dict(options or {})
+    unknown = sorted(set(options) - TASK_OPTIONS)
+    if unknown:
+        raise ConfigError(f"zoo task {task}: unknown option {unknown[0]!r}; options are "
+                          + ", ".join(sorted(TASK_OPTIONS)))
+    if isinstance(options.get("stop"), (str, list)):
+        options["stop"] = tuple([options["stop"]] if isinstance(options["stop"], str)
+                                else options["stop"])
+    if options.get("fewshot"):
+        options["fewshot_pool"] = (load_task(fewshot_from).items if fewshot_from
+                                   else tuple(task_items(task, "train", seed)))
     return Task(name=f"{task}/{split}", items=tuple(task_items(task, split, seed)),
-                max_new_tokens=3, stop=())
+                **{"max_new_tokens": 3, "stop": (), **options})
 
 
 def base_corpus(rng: random.Random, dict_langs: tuple[str, ...] = LANGS,
