@@ -204,3 +204,30 @@ def test_the_example_task_loads_from_the_repository_root(monkeypatch: pytest.Mon
     search, test = load_task_pair(cfg.tasks[0])
     assert len(search.items) == 60 and len(test.items) == 60
     assert not set(search.ids) & set(test.ids)
+
+
+def test_np_merge_learns_from_an_lm_eval_tasks_documents(lm_tasks: Path, tmp_path: Path
+                                                         ) -> None:
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import load_data, np_merge
+
+    (lm_tasks / "gen.yaml").write_text(
+        "task: numbers_gen\ndataset_path: json\ndataset_kwargs:\n  data_files:\n"
+        f"    test: {lm_tasks / 'numbers.jsonl'}\ntest_split: test\n"
+        "output_type: generate_until\ndoc_to_text: '{{prompt}}'\n"
+        "doc_to_target: '{{answer}}'\ngeneration_kwargs:\n  until: ['</s>']\n"
+        "metric_list:\n  - metric: exact_match\n")
+    cfg = load_np_merge_config({
+        "models": [str(ZOO_DIR / "math_en"), str(ZOO_DIR / "lang_it")],
+        "data": {"lm_eval": str(lm_tasks / "gen.yaml"), "split": "search"},
+        "steps": 2, "batch_size": 8, "output": str(tmp_path / "np")})
+    data = load_data(cfg.data, "data")
+    rows = [json.loads(x) for x in (lm_tasks / "numbers.jsonl").read_text().splitlines()]
+    assert len(data.items) == 40
+    assert all(it.prompt == rows[int(it.id)]["prompt"] and it.answer == rows[int(it.id)]
+               ["answer"] for it in data.items)
+    result = np_merge(cfg)
+    assert len(result.losses) == 2 and (tmp_path / "np" / "config.json").exists()
+    mc = cfg.data.model_copy(update={"lm_eval": str(lm_tasks / "mc.yaml")})
+    with pytest.raises(ConfigError, match="not generative"):
+        load_data(mc, "data")

@@ -187,20 +187,25 @@ class EvolveConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    """Items to learn from or test on: a zoo task's split, or a task file (JSONL, CSV or a
-    local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks)."""
+    """Items to learn from or test on: a zoo task's split, a task file (JSONL, CSV, Parquet
+    or a local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks),
+    or an lm-eval task's search or test documents (``lm_eval``, generative tasks only)."""
 
     zoo: str | None = None
     split: Literal["train", "search", "test"] = "train"
     file: str | None = None
+    lm_eval: str | None = None
+    include_path: str | None = None
     options: dict[str, Any] = {}
     limit: int | None = Field(default=None, ge=1)  # only the first N items
     ids: list[str] | None = None  # only these item ids (e.g. an evolve run's subset)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        if (self.zoo is None) == (self.file is None):
-            raise ValueError("give either zoo (a zoo task name) or file")
+        if sum(x is not None for x in (self.zoo, self.file, self.lm_eval)) != 1:
+            raise ValueError("give one of zoo (a zoo task name), file or lm_eval")
+        if self.lm_eval and self.split == "train":
+            raise ValueError("an lm_eval source has search and test documents: set split")
         return self
 
 
@@ -239,6 +244,10 @@ class NPMergeConfig(_Strict):
         for key in ("data", "test"):
             if data[key] is not None:
                 data[key]["file"] = _resolve(data[key]["file"], base_dir)
+                data[key]["include_path"] = _resolve(data[key]["include_path"], base_dir)
+                lm = data[key]["lm_eval"]
+                if lm and lm.endswith((".yaml", ".yml")):
+                    data[key]["lm_eval"] = _resolve(lm, base_dir)
         return NPMergeConfig.model_validate(data)
 
 

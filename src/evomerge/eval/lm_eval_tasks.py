@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import logging
 from collections.abc import Sequence
@@ -159,6 +160,18 @@ def load_lm_eval_task(spec: str, *, include_path: str | None = None,
     return LMEvalTask(name=name, search_task=search_task, test_task=task,
                       search_ids=search_ids, test_ids=test_ids, metric=chosen,
                       higher_is_better=higher, num_fewshot=num_fewshot, task_manager=manager)
+
+
+@functools.lru_cache(maxsize=16)
+def cached_lm_eval_task(spec: str, include_path: str | None = None,
+                        num_fewshot: int | None = None, metric: str | None = None,
+                        search_size: int | None = None, test_size: int | None = None,
+                        split_seed: int = 0) -> LMEvalTask:
+    """``load_lm_eval_task``, once per process for the same arguments (the search loop and
+    its local worker share it)."""
+    return load_lm_eval_task(spec, include_path=include_path, num_fewshot=num_fewshot,
+                             metric=metric, search_size=search_size, test_size=test_size,
+                             split_seed=split_seed)
 
 
 def _first(metrics: list[str]) -> str:

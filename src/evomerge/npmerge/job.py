@@ -51,6 +51,14 @@ def load_data(d: DataConfig, role: str) -> Task:
         from evomerge.zoo.data import zoo_task
 
         task = zoo_task(d.zoo, d.split)  # an unknown name is a one-line ConfigError
+    elif d.lm_eval is not None:
+        from evomerge.eval.lm_eval_tasks import cached_lm_eval_task
+
+        lm = cached_lm_eval_task(d.lm_eval, d.include_path)
+        if lm.test_task.get_config("output_type") != "generate_until":
+            raise ConfigError(f"{role}: lm-eval task {lm.name!r} is not generative; NP Merge "
+                              "learns from answer texts")
+        task = Task(role, tuple(lm.items(d.split)))
     else:
         task = load_task(d.file, name=role, **d.options)  # type: ignore[arg-type]
     if d.ids is not None:

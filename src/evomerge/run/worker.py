@@ -8,7 +8,6 @@ sees the run store, the estimators or the optimizer.
 
 from __future__ import annotations
 
-import functools
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -51,19 +50,10 @@ def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
 
 def lm_eval_task(t: TaskConfig) -> LMEvalTask:
     """The lm-eval task of a task config, loaded once per process."""
-    return _lm_eval_task(t.lm_eval, t.include_path, t.num_fewshot, t.metric, t.search_size,
-                         t.test_size, t.split_seed)
+    from evomerge.eval.lm_eval_tasks import cached_lm_eval_task
 
-
-@functools.lru_cache(maxsize=16)
-def _lm_eval_task(spec: str, include_path: str | None, num_fewshot: int | None,
-                  metric: str | None, search_size: int | None, test_size: int | None,
-                  split_seed: int) -> LMEvalTask:
-    from evomerge.eval.lm_eval_tasks import load_lm_eval_task
-
-    return load_lm_eval_task(spec, include_path=include_path, num_fewshot=num_fewshot,
-                             metric=metric, search_size=search_size, test_size=test_size,
-                             split_seed=split_seed)
+    return cached_lm_eval_task(t.lm_eval, t.include_path, t.num_fewshot, t.metric,  # type: ignore[arg-type]
+                               t.search_size, t.test_size, t.split_seed)
 
 
 class EvalWorker:
