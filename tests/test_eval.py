@@ -134,3 +134,38 @@ def test_regex_rule_and_language_detector() -> None:
     assert detect_language("questa è una frase scritta in italiano") == "it"
     assert detect_language("dies ist ein Satz auf Deutsch geschrieben") == "de"
     assert detect_language("this sentence is written in English") == "en"
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_choice_scores_equal_one_unpadded_row_per_choice(llama: list[Path],
+                                                                attn: str) -> None:
+    """All choices of an item in one row (a custom 4-D mask) give each choice the
+    log-likelihood a forward pass of prompt + choice alone gives it; multi-token choices of
+    different lengths, prompts of different lengths in one batch."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(llama[1], attn_implementation=attn).eval()
+    tok = AutoTokenizer.from_pretrained(llama[1])
+    items = (Item("a", "1 + 2 =", "3", choices=("3", "12", "301")),
+             Item("b", "10 + 20 + 30 =", "60", choices=("60", "6")),
+             Item("c", "9 =", "9", choices=("9",  "99", "909", "9009")))
+    task = Task("mc", items, kind="multiple_choice")
+    ev = Evaluator(model, tok, batch_size=8)
+    conts = [[ev._continuation_ids(task, it, c) for c in it.choices] for it in items]
+    ctxs = [ev._prompt_ids(task, it, 4) for it in items]
+    assert any(len(c) > 2 for cs in conts for c in cs)
+    expected = []
+    for ctx, cs in zip(ctxs, conts, strict=True):
+        row = []
+        for c in cs:
+            with torch.no_grad():
+                lp = torch.log_softmax(model(torch.tensor([ctx + c])).logits[0].float(), -1)
+            row.append(sum(lp[len(ctx) - 1 + k, t].item() for k, t in enumerate(c)))
+        expected.append(row)
+    with torch.no_grad():
+        packed = ev._choice_scores_packed(ctxs, conts)
+        rows = ev._choice_scores_rows(ctxs, conts)
+    np.testing.assert_allclose(np.concatenate(packed), np.concatenate(expected), atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(rows), np.concatenate(expected), atol=1e-4)
+    assert ev._packed_ok()
+    assert (ev(task).outputs == Evaluator(model, tok, packed=False)(task).outputs)

@@ -187,7 +187,7 @@ def test_np_merge_cli_writes_a_loadable_interpolation(tmp_path: Path,
 @pytest.mark.parametrize("change, message", [
     ({"models": ["/nope/model", "/nope/other"]}, "does not exist"),
     ({"data": {"zoo": "add_xx"}}, "unknown zoo task"),
-    ({"data": {"zoo": "add_it", "file": "x.jsonl"}}, "either zoo"),
+    ({"data": {"zoo": "add_it", "file": "x.jsonl"}}, "one of zoo"),
     ({"steps": 0}, "steps"),
     ({"granularity": "block"}, "granularity"),
 ])

@@ -123,17 +123,17 @@ def test_multiple_choice_in_a_chat_scores_choices_as_the_assistants_answer(
     tok = tokenizer()
     item = Item("m", "uno più due ?", "3", choices=("3", "6"))
     task = Task("t", (item,), kind="multiple_choice", chat=True)
-    ev = Evaluator(model, tok)
-    seen: list[list[int]] = []
-    handle = model.register_forward_pre_hook(
-        lambda m, a, k: seen.extend(r[x.bool()].tolist() for r, x in zip(
-            k["input_ids"], k["attention_mask"], strict=True)), with_kwargs=True)
-    try:
-        ev(task)
-    finally:
-        handle.remove()
     prompt = ids(tok, ["<|user|>", "uno", "più", "due", "?", "<|end|>", "<|assistant|>"])
-    assert seen == [prompt + ids(tok, ["3"]), prompt + ids(tok, ["6"])]
+    for packed, rows in ((False, [prompt + ids(tok, ["3"]), prompt + ids(tok, ["6"])]),
+                         (True, [prompt])):  # one-token choices: read off the prompt's end
+        seen: list[list[int]] = []
+        handle = model.register_forward_pre_hook(
+            lambda m, a, k, seen=seen: seen.extend(k["input_ids"].tolist()), with_kwargs=True)
+        try:
+            Evaluator(model, tok, packed=packed)(task)
+        finally:
+            handle.remove()
+        assert [[t for t in r if t != tok.pad_token_id] for r in seen] == rows
 
 
 def test_chat_without_a_template_and_bad_few_shot_settings_are_one_line(

@@ -120,21 +120,19 @@ def tmpfs(path: Path, size: str, *, readonly: bool = False) -> Iterator[Path]:
 
 
 # == 1. --force / --fresh never delete what evomerge did not write =========================
-def test_force_onto_the_current_project_directory_is_refused(
-        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("args, needle", [
+    (["merge", "recipe.yaml", "-o", ".", "--force"], "current directory"),
+    (["merge", "recipe.yaml", "-o", "models", "--force"], "holds the input"),
+    (["merge", "recipe.yaml", "-o", "models/ft1", "--force"], "holds the input"),
+    (["demo", "--run-dir", ".", "--fresh", "-q"], "current directory"),
+    (["demo", "--run-dir", "models", "--fresh", "-q"], "--fresh refuses"),
+])
+def test_force_or_fresh_onto_the_project_or_its_inputs_is_refused(
+        project: Path, args: list[str], needle: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
     before = snapshot(project)
-    code, err = run_cli(["merge", "recipe.yaml", "-o", ".", "--force"], capsys)
-    assert_one_line(code, err, "current directory")
-    assert snapshot(project) == before
-
-
-def test_force_onto_a_directory_holding_the_inputs_is_refused(
-        project: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = snapshot(project)
-    code, err = run_cli(["merge", "recipe.yaml", "-o", "models", "--force"], capsys)
-    assert_one_line(code, err, "holds the input")
-    code, err = run_cli(["merge", "recipe.yaml", "-o", "models/ft1", "--force"], capsys)
-    assert_one_line(code, err, "holds the input")
+    code, err = run_cli(args, capsys)
+    assert_one_line(code, err, needle)
     assert snapshot(project) == before
 
 
@@ -161,16 +159,6 @@ def test_python_api_has_the_same_guard(project: Path) -> None:
     before = snapshot(project)
     with pytest.raises(EvomergeError, match="current directory"):
         evomerge.merge("recipe.yaml", ".", force=True)
-    assert snapshot(project) == before
-
-
-def test_demo_fresh_on_the_current_or_a_users_directory_is_refused(
-        project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    before = snapshot(project)
-    code, err = run_cli(["demo", "--run-dir", ".", "--fresh", "-q"], capsys)
-    assert_one_line(code, err, "current directory")
-    code, err = run_cli(["demo", "--run-dir", "models", "--fresh", "-q"], capsys)
-    assert_one_line(code, err, "--fresh refuses")
     assert snapshot(project) == before
 
 

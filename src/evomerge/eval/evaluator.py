@@ -47,7 +47,8 @@ class Evaluator:
     """Evaluates one live model on tasks; reuse it across weight updates."""
 
     def __init__(self, model: torch.nn.Module, tokenizer: Any, batch_size: int = 16,
-                 acc: Literal["acc", "acc_norm"] = "acc", max_batch_tokens: int = 16384) -> None:
+                 acc: Literal["acc", "acc_norm"] = "acc", max_batch_tokens: int = 16384,
+                 packed: bool = True) -> None:
         """``batch_size`` items at most per forward pass, and at most ``max_batch_tokens``
         padded tokens (prompt + continuation or new tokens), so one long item cannot blow up
         a batch's memory."""
@@ -55,6 +56,7 @@ class Evaluator:
         self.tok = tokenizer
         self.batch_size = batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.packed = packed  # multiple choice: all choices of an item in one row
         config = getattr(model, "config", None)
         self.context = next((getattr(config, k) for k in (
             "max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
@@ -153,25 +155,30 @@ class Evaluator:
     @torch.no_grad()
     def _generate(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
         rule = get_rule(task.extract)
-        correct, outputs = [], []
+        correct: list[bool] = [False] * len(items)
+        outputs: list[str] = [""] * len(items)
         self.model.eval()
         prompts = [self._prompt_ids(task, it) for it in items]
-        for start, end in self._chunks([len(p) + task.max_new_tokens for p in prompts]):
-            chunk = items[start:end]
-            ids, mask = self._left_pad(prompts[start:end])
+        # longest first (lm-eval's order): batches of similar length pad least; greedy
+        # decoding gives each row the same tokens whatever its batch
+        order = sorted(range(len(items)), key=lambda k: -len(prompts[k]))
+        for start, end in self._chunks([len(prompts[k]) + task.max_new_tokens for k in order]):
+            batch = order[start:end]
+            ids, mask = self._left_pad([prompts[k] for k in batch])
             kwargs: dict[str, Any] = dict(max_new_tokens=task.max_new_tokens, do_sample=False,
                                           pad_token_id=self.tok.pad_token_id)
             if task.stop:
                 kwargs["stopping_criteria"] = _stop_criteria(self.tok, task.stop, ids.shape[1])
             out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-            for it, row in zip(chunk, out[:, ids.shape[1]:], strict=True):
+            for k, row in zip(batch, out[:, ids.shape[1]:], strict=True):
+                it = items[k]
                 text = self.tok.decode(row, skip_special_tokens=True)
                 text = _cut_at_stop(text, task.stop)
                 ok = matches(rule(text, task.regex), it.answer, task.extract)
                 if ok and task.language is not None:
                     ok = detect_language(text) == task.language
-                correct.append(ok)
-                outputs.append(text)
+                correct[k] = ok
+                outputs[k] = text
         return correct, outputs
 
     def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
@@ -191,58 +198,123 @@ class Evaluator:
         """Correct iff, fed the prompt and the reference, the model's argmax reproduces every
         reference token and then ends (end of sequence or a stop string)."""
         stop_ids = self._stop_token_ids(task.stop)
-        correct, outputs = [], []
+        correct: list[bool] = [False] * len(items)
+        outputs: list[str] = [""] * len(items)
         self.model.eval()
-        every = [self._continuation_ids(task, it, it.answer) for it in items]
-        all_rows = [self._prompt_ids(task, it, len(a) + 1) + a
-                    for it, a in zip(items, every, strict=True)]
-        for start, end in self._chunks([len(r) for r in all_rows]):
-            chunk = items[start:end]
-            answers = every[start:end]
-            rows = all_rows[start:end]
-            ids, mask = self._left_pad(rows)
+        answers = [self._continuation_ids(task, it, it.answer) for it in items]
+        rows = [self._prompt_ids(task, it, len(a) + 1) + a
+                for it, a in zip(items, answers, strict=True)]
+        order = sorted(range(len(items)), key=lambda k: -len(rows[k]))
+        for start, end in self._chunks([len(rows[k]) for k in order]):
+            batch = order[start:end]
+            ids, mask = self._left_pad([rows[k] for k in batch])
             pred = self._forward(ids, mask).argmax(-1).cpu()
             width = ids.shape[1]
-            for i, a in enumerate(answers):
+            for b, k in enumerate(batch):
+                a = answers[k]
                 first = width - len(a) - 1  # position predicting the first answer token
-                got = pred[i, first: width].tolist()  # len(a) + 1 predictions
+                got = pred[b, first: width].tolist()  # len(a) + 1 predictions
                 ok = got[: len(a)] == a and got[len(a)] in stop_ids
-                correct.append(ok)
-                outputs.append(chunk[i].answer if ok else self.tok.decode(got[: len(a)]))
+                correct[k] = ok
+                outputs[k] = items[k].answer if ok else self.tok.decode(got[: len(a)])
         return correct, outputs
 
-    # -- multiple choice -------------------------------------------------------------------
     @torch.no_grad()
     def _multiple_choice(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
-        pairs = [(i, c) for i, it in enumerate(items) for c in range(len(it.choices or ()))]
-        scores = torch.empty(len(pairs), dtype=torch.float64)
+        """Each choice's summed log-likelihood after the prompt; the highest wins."""
+        conts = [[self._continuation_ids(task, it, c) for c in it.choices or ()]
+                 for it in items]
+        ctxs = [self._prompt_ids(task, it, max(len(c) for c in cs))
+                for it, cs in zip(items, conts, strict=True)]
         self.model.eval()
-        all_conts = [self._continuation_ids(task, items[i], items[i].choices[c])  # type: ignore[index]
-                     for i, c in pairs]
-        all_rows = [self._prompt_ids(task, items[i], len(cont)) + cont
-                    for (i, _), cont in zip(pairs, all_conts, strict=True)]
-        for start, end in self._chunks([len(r) for r in all_rows]):
-            chunk = pairs[start:end]
-            conts = all_conts[start:end]
-            ids, mask = self._left_pad(all_rows[start:end])
-            logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1).cpu()
-            width = ids.shape[1]
-            for j, cont in enumerate(conts):
-                positions = torch.arange(width - len(cont) - 1, width - 1)
-                ll = logprobs[j, positions, torch.tensor(cont)].sum().item()
-                if self.acc == "acc_norm":
-                    i, c = chunk[j]
-                    ll /= max(1, len(items[i].choices[c].encode()))  # type: ignore[index]
-                scores[start + j] = ll
+        scores = (self._choice_scores_packed(ctxs, conts) if self._packed_ok()
+                  else self._choice_scores_rows(ctxs, conts))
         correct, outputs = [], []
-        k = 0
-        for it in items:
-            n = len(it.choices or ())
-            best = int(scores[k: k + n].argmax())
+        for it, ll in zip(items, scores, strict=True):
+            if self.acc == "acc_norm":
+                ll = [x / max(1, len(c.encode())) for x, c in zip(ll, it.choices or (),
+                                                                   strict=True)]
+            best = int(np.argmax(ll))
             correct.append(best == it.gold)
             outputs.append(it.choices[best])  # type: ignore[index]
-            k += n
         return correct, outputs
+
+    def _packed_ok(self) -> bool:
+        """Packed scoring needs attention that takes a custom 4-D mask."""
+        impl = getattr(getattr(self.model, "config", None), "_attn_implementation", None)
+        return self.packed and impl in ("sdpa", "eager")
+
+    def _choice_scores_packed(self, ctxs: list[list[int]], conts: list[list[list[int]]]
+                              ) -> list[list[float]]:
+        """The prompt once and every choice after it in one row: choice j's tokens (all but
+        its last, whose prediction comes from the one before) see the prompt and their own
+        earlier tokens only, at the positions they would have right after the prompt. So
+        one forward pass per item scores all its choices (single-token choices cost nothing
+        beyond the prompt), and rows are batched longest first, as few pads as possible."""
+        rows = []
+        for ctx, cs in zip(ctxs, conts, strict=True):
+            rows.append(ctx + [t for c in cs for t in c[:-1]])
+        order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
+        out: list[list[float]] = [[] for _ in rows]
+        for start, end in self._chunks([len(rows[k]) for k in order]):
+            batch = order[start:end]
+            width = max(len(rows[k]) for k in batch)
+            n = len(batch)
+            ids = torch.full((n, width), self.tok.pad_token_id, dtype=torch.long)
+            pos = torch.zeros((n, width), dtype=torch.long)
+            allow = torch.zeros((n, width, width), dtype=torch.bool)
+            where: list[list[tuple[list[int], list[int]]]] = []  # per choice: positions, ids
+            for b, k in enumerate(batch):
+                ctx, cs = ctxs[k], conts[k]
+                m = len(ctx)
+                ids[b, : len(rows[k])] = torch.tensor(rows[k])
+                pos[b, :m] = torch.arange(m)
+                allow[b, :m, :m] = torch.tril(torch.ones(m, m, dtype=torch.bool))
+                at, choices = m, []
+                for c in cs:
+                    seg = len(c) - 1
+                    pos[b, at: at + seg] = torch.arange(m, m + seg)
+                    allow[b, at: at + seg, :m] = True
+                    allow[b, at: at + seg, at: at + seg] = torch.tril(
+                        torch.ones(seg, seg, dtype=torch.bool))
+                    choices.append(([m - 1, *range(at, at + seg)], c))
+                    at += seg
+                for p in range(len(rows[k]), width):  # padding attends to itself only
+                    allow[b, p, p] = True
+                where.append(choices)
+            if self.model.config._attn_implementation == "sdpa":
+                mask = allow[:, None]  # torch's SDPA takes a boolean mask: 1 byte per entry
+            else:  # eager attention adds the mask to the scores
+                dtype = next(self.model.parameters()).dtype
+                mask = torch.zeros((n, 1, width, width), dtype=dtype)
+                mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
+            logits = self.model(input_ids=ids.to(self.device),
+                                attention_mask=mask.to(self.device),
+                                position_ids=pos.to(self.device)).logits
+            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for b, k in enumerate(batch):
+                out[k] = [float(logprobs[b, torch.tensor(p), torch.tensor(c)].sum())
+                          for p, c in where[b]]
+        return out
+
+    def _choice_scores_rows(self, ctxs: list[list[int]], conts: list[list[list[int]]]
+                            ) -> list[list[float]]:
+        """One left-padded row per (prompt, choice): for attention without custom masks."""
+        pairs = [(i, j) for i, cs in enumerate(conts) for j in range(len(cs))]
+        rows = [ctxs[i] + conts[i][j] for i, j in pairs]
+        order = sorted(range(len(rows)), key=lambda k: -len(rows[k]))
+        out: list[list[float]] = [[0.0] * len(cs) for cs in conts]
+        for start, end in self._chunks([len(rows[k]) for k in order]):
+            batch = order[start:end]
+            ids, mask = self._left_pad([rows[k] for k in batch])
+            logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1).cpu()
+            width = ids.shape[1]
+            for b, k in enumerate(batch):
+                i, j = pairs[k]
+                cont = conts[i][j]
+                positions = torch.arange(width - len(cont) - 1, width - 1)
+                out[i][j] = float(logprobs[b, positions, torch.tensor(cont)].sum())
+        return out
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task,
