@@ -665,7 +665,7 @@ def test_sigterm_during_a_merge_removes_its_temporary(tmp_path: Path) -> None:
     wait_until(lambda: list(tmp_path.glob(".out.partial-*")), step=0.005)
     proc.terminate()
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143 and "interrupted; nothing was written" in err
+    assert proc.returncode == 143 and "interrupted; nothing was written" in err, err
     assert not list(tmp_path.glob(".out*")) and not (tmp_path / "out").exists()
 
 

@@ -292,11 +292,13 @@ def main(argv: list[str] | None = None) -> None:
     import signal
 
     _interrupt_message[0], _signal_seen[0] = "interrupted", 0
-    previous = signal.getsignal(signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         signal.signal(signal.SIGTERM, _terminate)
+        if previous[signal.SIGINT] is signal.default_int_handler:  # not when ignored (nohup)
+            signal.signal(signal.SIGINT, _terminate)
     except ValueError:  # not the main thread (e.g. called from a worker thread)
-        previous = None
+        previous = {}
     try:
         try:
             rv = _run(argv)
@@ -307,20 +309,32 @@ def main(argv: list[str] | None = None) -> None:
             err.print(_interrupt_message[0], highlight=False, soft_wrap=True, markup=False)
             code = 128 + (_signal_seen[0] or signal.SIGINT)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     raise SystemExit(code)
 
 
 def _run(argv: list[str] | None) -> object:
     """The app, with user mistakes and usage errors as one line (exit 2)."""
+    try:
+        return app(args=argv, standalone_mode=False)
+    except Exception as exc:
+        # native code (safetensors, torch) may turn the KeyboardInterrupt a signal raised
+        # inside it into an error of its own: after a signal, every failure is the interrupt
+        if _signal_seen[0]:
+            return 130
+        if not isinstance(exc, EvomergeError):
+            return _other(exc)
+        _one_line(str(exc))
+        return 2
+
+
+def _other(exc: Exception) -> object:
+    """Usage errors and failed writes as one line; anything else is a bug (re-raised)."""
     import click
 
     try:
-        return app(args=argv, standalone_mode=False)
-    except EvomergeError as exc:
-        _one_line(str(exc))
-        return 2
+        raise exc
     except typer.Exit as exc:
         return exc.exit_code
     except typer.Abort:

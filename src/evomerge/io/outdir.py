@@ -165,9 +165,11 @@ def make_staging(target: Path, kind: str = "model") -> Path:
     try:
         tmp.mkdir()
         write_marker(tmp, kind)
-    except OSError as exc:
+    except BaseException as exc:  # an interrupt too: nothing is left behind
         shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(target, exc) from None
+        if isinstance(exc, OSError):
+            raise write_error(target, exc) from None
+        raise
     return tmp
 
 

@@ -125,7 +125,7 @@ class CheckpointWriter:
         self._made_parents = make_parents(self.out)  # only once work starts
         try:
             self.tmp = make_staging(self.out)
-        except EvomergeError:
+        except BaseException:
             remove_empty(self._made_parents)
             raise
         try:
