@@ -149,3 +149,35 @@ def test_resume_in_another_process_with_another_hash_seed(tiny_zoo: Path, tmp_pa
                 for r in records(run)}
 
     assert strip(cut) == strip(tmp_path / "full")
+
+
+def test_two_task_smac_on_the_demo_zoo_runs_and_resumes(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """ParEGO with Hyperband: SMAC's default incumbent selection compared Pareto members run
+    at different budgets and failed an assertion after 9 evaluations (issue 14, point 4)."""
+    from evomerge.run.store import RunStore
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    def cfg(run: Path) -> dict:
+        return config(ZOO_DIR, run, tasks=[{"name": "add_it", "zoo": "add_it"},
+                                           {"name": "max_it", "zoo": "max_it"}],
+                      optimizer={"name": "smac", "trials": 20, "min_items": 20,
+                                 "max_items": 180})
+
+    full = evolve(load_config(cfg(tmp_path / "full")))
+    assert len(full.history) == 20 and len(full.pareto) >= 1
+    original, count = RunStore.add, [0]
+
+    def add(self: RunStore, record: dict) -> None:
+        original(self, record)
+        count[0] += 1
+        if count[0] == 12:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(RunStore, "add", add)
+        with pytest.raises(KeyboardInterrupt):
+            evolve(load_config(cfg(tmp_path / "cut")))
+    resumed = evolve(load_config(cfg(tmp_path / "cut")), resume=True)
+    assert resumed.history == full.history and resumed.pareto == full.pareto
+    assert resumed.test == full.test

@@ -77,7 +77,12 @@ class SMACAskTell:
         extra = [self.to_configuration(x) for x in (initial or [])]
         design = MultiFidelityFacade.get_initial_design(scenario, n_configs=max(4, len(extra)),
                                                         additional_configs=extra)
-        intensifier = MultiFidelityFacade.get_intensifier(scenario, eta=eta)
+        # several objectives: incumbents only among configurations run at the highest
+        # budget, so their trials always overlap (SMAC 2's default compares Pareto members
+        # evaluated at different budgets and fails an assertion: SMAC3 issue #1050, PR #1129)
+        intensifier = MultiFidelityFacade.get_intensifier(
+            scenario, eta=eta,
+            incumbent_selection="highest_budget" if n_obj > 1 else "highest_observed_budget")
         kwargs: dict[str, Any] = {}
         if n_obj > 1:
             from smac.multi_objective.parego import ParEGO
