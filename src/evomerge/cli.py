@@ -186,6 +186,8 @@ def _print_result(result) -> None:  # noqa: ANN001
     for label, accs in result.test.items():
         table.add_row(label, *(f"{100 * accs[n]:.1f}" for n in names))
     Console().print(table)
+    for note in result.notes:
+        err.print(f"note: {note}", highlight=False, markup=False)
     typer.echo(f"run directory: {result.run_dir} (report.md, plots, best/ checkpoint); "
                f"{result.new_evaluations} new evaluations, {result.evaluations} recorded")
 

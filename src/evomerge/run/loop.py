@@ -74,6 +74,7 @@ class EvolveResult:
     evaluations: int = 0
     new_evaluations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the user should know about the run
 
 
 class Runner:
@@ -628,7 +629,8 @@ def _finish(runner: Runner, history: list[dict[str, float]]) -> EvolveResult:
     result = EvolveResult(run_dir=runner.run_dir, best_recipe=best_recipe,
                           best_estimate=best["estimates"], test=test, pareto=pareto,
                           evaluations=len(runner.store.records),
-                          new_evaluations=runner.new_evaluations, history=history)
+                          new_evaluations=runner.new_evaluations, history=history,
+                          notes=list(runner.space.notes))
     from evomerge.run.report import write_report
 
     write_report(result, names, est, test_points)

@@ -72,6 +72,8 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
              "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for label, accs in result.test.items():
         lines.append(f"| {label} | " + " | ".join(f"{100 * accs[t]:.1f}" for t in tasks) + " |")
+    if result.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in result.notes)]
     lines += ["", "## Best recipe", "", "```yaml", result.best_recipe.to_yaml().rstrip(), "```",
               "", "Plots: fitness.png" + (", pareto.png" if len(tasks) >= 2 else "")
               + ", estimated_vs_test.png"]
@@ -79,7 +81,7 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     atomic_write_text(out / "result.json", json.dumps(
         {"best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
          "best_estimate": result.best_estimate, "test": result.test, "history": result.history,
-         "pareto": result.pareto}, indent=2))
+         "pareto": result.pareto, "notes": result.notes}, indent=2))
 
 
 def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:

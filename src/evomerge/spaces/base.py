@@ -64,6 +64,23 @@ class SearchSpace(ABC):
     def endpoints(self) -> list[np.ndarray]:
         """Genomes that reproduce each input model (to seed the initial population)."""
 
+    @property
+    def notes(self) -> list[str]:
+        """What the user should know about this space (e.g. bounds that exclude an input)."""
+        return self.__dict__.setdefault("_notes", [])
+
+    def _endpoint(self, ideal: np.ndarray, label: str) -> np.ndarray:
+        """``ideal`` (the genome of an input model) within the bounds; when the bounds cut
+        it, the search cannot return that model unchanged: noted once."""
+        fitted = self.repair(ideal)
+        if not np.allclose(fitted, ideal):
+            note = (f"the search space's bounds exclude the input model {label} (its genome "
+                    f"{np.round(ideal, 3).tolist()} was clipped to "
+                    f"{np.round(fitted, 3).tolist()}): widen them to let the search return it")
+            if note not in self.notes:
+                self.notes.append(note)
+        return fitted
+
     def describe(self) -> list[str]:
         return [f"{g.name} in [{g.low}, {g.high}]" + (f" step {g.step}" if g.step else "")
                 for g in self.genes]

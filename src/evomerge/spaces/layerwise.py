@@ -88,13 +88,16 @@ class LayerwiseSpace(SearchSpace):
         return MergeRecipe.model_validate(data)
 
     def endpoints(self) -> list[np.ndarray]:
+        """Each input model itself in every group and module: weight 1 on it, 0 on the
+        others, density and t 1; bounds that exclude it are noted (``notes``)."""
         out = []
-        for mi in range(len(self.models)):
-            x = np.array([g.low for g in self.genes])
+        for mi, name in enumerate(self.models):
+            x = np.zeros(self.n_var)
             for g in range(self.groups):
                 for mod in range(len(self.modules)):
-                    for pi in range(len(self.per_model)):
-                        x[self._index(g, mod, mi, pi)] = self.genes[self._index(g, mod, mi,
-                                                                                pi)].high
-            out.append(self.repair(x))
+                    for m in range(len(self.models)):
+                        for pi, p in enumerate(self.per_model):
+                            value = 1.0 if p != "weight" or m == mi else 0.0
+                            x[self._index(g, mod, m, pi)] = value
+            out.append(self._endpoint(x, _short(name)))
         return out

@@ -66,16 +66,20 @@ class PerModelSpace(SearchSpace):
         return MergeRecipe.model_validate(data)
 
     def endpoints(self) -> list[np.ndarray]:
-        out = []
+        """Each input model itself: weight 1 on it and 0 on the others, density 1 (SLERP:
+        t = 0, the base, and t = 1, the model), whatever the bounds; bounds that exclude it
+        are noted (``notes``)."""
         if self.method == "slerp":
-            return [np.array([self.genes[0].low]), np.array([self.genes[0].high])]
+            return [self._endpoint(np.array([0.0]), _short(self.base or "base")),
+                    self._endpoint(np.array([1.0]), _short(self.models[0]))]
         per = 2 if self.method in SPARSE else 1
-        for i in range(len(self.models)):
-            x = np.array([g.low for g in self.genes])
-            x[i * per] = self.genes[i * per].high
+        out = []
+        for i, name in enumerate(self.models):
+            x = np.zeros(self.n_var)
+            x[i * per] = 1.0
             if per == 2:
-                x[i * per + 1] = self.genes[i * per + 1].high
-            out.append(self.repair(x))
+                x[1::2] = 1.0  # density 1: nothing dropped
+            out.append(self._endpoint(x, _short(name)))
         return out
 
 
