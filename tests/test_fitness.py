@@ -111,8 +111,15 @@ def test_tinybenchmarks_file_is_read_without_arbitrary_code(tmp_path: Path) -> N
     model = read["model"]
     np.testing.assert_array_equal(model.a, a[0].T)
     theta = np.array([[0.1, -0.2, 0.3]])
-    expected = 1 / (1 + np.exp(-((theta[:, :, None] * a).sum(1) - b[0])))  # their item_curve
+
+    def item_curve(theta: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """tinyBenchmarks' own function (tutorials/utils.py), D = 3 here."""
+        z = np.clip(a * theta - b, -30, 30).sum(axis=1)
+        return 1 / (1 + np.exp(-z))
+
+    expected = item_curve(theta.reshape(1, 3, 1), a, b)
     np.testing.assert_allclose(model.prob(theta), expected)
+    np.testing.assert_allclose(model.b, 3 * b.reshape(-1))  # the intercept is D * b
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps(ConfigError("x")))
     with pytest.raises(ConfigError, match="refusing"):
