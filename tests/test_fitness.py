@@ -224,3 +224,44 @@ def test_extraction_is_seeded_and_valid() -> None:
     np.testing.assert_array_equal(restored.items, ca.items)
     with pytest.raises(ConfigError, match="between 1 and"):
         random_subset(5, 6)
+
+
+def test_ability_prior_none_is_tinybenchmarks_maximum_likelihood() -> None:
+    """With ``ability_prior: none`` p-IRT's ability is tinyBenchmarks' own: their fit_theta
+    (scipy BFGS on the plain negative log-likelihood, tutorials/utils.py), D = 2."""
+    import math
+
+    from scipy.optimize import minimize
+
+    from evomerge.fitness import Estimator
+    from evomerge.fitness.extraction import Subset
+    from evomerge.fitness.irt import IRTModel, fit_ability
+
+    rng = np.random.default_rng(4)
+    d, n = 2, 40
+    a = rng.uniform(0.3, 1.5, (1, d, n))
+    b = rng.normal(0, 1, (1, 1, n))
+    model = IRTModel(a=a[0].T, b=d * b.reshape(-1), kind="mirt")  # as read_tinybenchmarks
+    seen = np.arange(0, n, 2)
+    y = (rng.random(len(seen)) < 0.6).astype(float)
+
+    def item_curve(theta: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        z = np.clip(a * theta - b, -30, 30).sum(axis=1)
+        return 1 / (1 + np.exp(-z))
+
+    def neg_log_like(x: np.ndarray) -> float:  # their fit_theta's objective
+        p = item_curve(x.reshape(1, d, 1), a[:, :, seen], b[:, :, seen]).squeeze()
+        return -float(np.sum(y * np.log(p + 1e-10) + (1 - y) * np.log(1 - p + 1e-10)))
+
+    theirs = minimize(neg_log_like, np.zeros(d), method="BFGS", tol=1e-10).x
+    ours = fit_ability(model, y, seen, prior=math.inf, steps=300)[0]
+    np.testing.assert_allclose(ours, theirs, atol=2e-3)
+    with_prior = fit_ability(model, y, seen)[0]
+    assert np.linalg.norm(with_prior) < np.linalg.norm(theirs)  # N(0, 1) shrinks it
+    subset = Subset(items=seen, weights=np.full(len(seen), 1 / len(seen)), n_total=n,
+                    method="random", seed=0)
+    est = Estimator("pirt", subset, irt=model, ability_prior=math.inf).estimate(y)[0]
+    unseen = np.setdiff1d(np.arange(n), seen)
+    expected = 0.5 * y.mean() + 0.5 * item_curve(theirs.reshape(1, d, 1), a[:, :, unseen],
+                                                 b[:, :, unseen]).mean()
+    assert est == pytest.approx(expected, abs=1e-3)

@@ -106,9 +106,19 @@ class FitnessConfig(_Strict):
     irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"
     irt_dims: int = Field(default=2, ge=1)
     calibration_merges: int = Field(default=8, ge=0)
+    # p-IRT / gp-IRT: standard deviation of the N(0, sd^2) prior on a candidate's ability.
+    # 1.0 (the IRT fit's own prior) keeps 20-item abilities finite when a candidate answers
+    # all or none right; "none" is plain maximum likelihood, as tinyBenchmarks computes it
+    ability_prior: float | Literal["none"] = Field(default=1.0)
     # extra calibration rows per task: a models x items 0/1 matrix (.npy or .csv, NaN for
     # missing) over the task's search items, e.g. full evaluations you already have
     responses: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _positive_prior(self) -> FitnessConfig:
+        if self.ability_prior != "none" and self.ability_prior <= 0:
+            raise ValueError("ability_prior must be a positive standard deviation or none")
+        return self
 
 
 class OptimizerConfig(_Strict):

@@ -79,7 +79,11 @@ class Estimator:
 
     def __init__(self, name: EstimatorName, subset: Subset, irt: IRTModel | None = None,
                  endpoint_thetas: np.ndarray | None = None, delta: float | str = 0.5,
-                 lam: float | str = "auto", calibration: np.ndarray | None = None) -> None:
+                 lam: float | str = "auto", calibration: np.ndarray | None = None,
+                 ability_prior: float | None = None) -> None:
+        """``ability_prior``: the standard deviation of the N(0, sd^2) prior on abilities in
+        p-IRT / gp-IRT (None: the IRT model's, 1.0 as in its fit); ``math.inf`` is plain
+        maximum likelihood, tinyBenchmarks' own choice."""
         if name not in ESTIMATORS:
             raise ConfigError(f"unknown estimator {name!r} (known: {', '.join(ESTIMATORS)})")
         if name not in ("mean", "weighted") and irt is None:
@@ -97,6 +101,7 @@ class Estimator:
         self.lam = lam
         self.calibration = calibration  # full responses (models x items) for "auto" weights
         self._auto_mix: float | None = None
+        self.ability_prior = ability_prior
 
     def estimate(self, y: np.ndarray) -> np.ndarray:
         y = np.atleast_2d(np.asarray(y, dtype=float))
@@ -118,7 +123,7 @@ class Estimator:
         """Abilities of the candidates under this estimator's ability model."""
         assert self.irt is not None
         if self.name in ("pirt", "gpirt"):
-            return fit_ability(self.irt, y, self.subset.items)
+            return fit_ability(self.irt, y, self.subset.items, prior=self.ability_prior)
         lam = fit_merge_weights(self.irt, self.endpoint_thetas, y, self.subset.items)
         return lam @ np.atleast_2d(self.endpoint_thetas)
 
@@ -131,7 +136,8 @@ class Estimator:
 
     def pirt(self, y: np.ndarray, weighted: np.ndarray) -> np.ndarray:
         assert self.irt is not None
-        return self._extrapolate(fit_ability(self.irt, y, self.subset.items), weighted)
+        return self._extrapolate(fit_ability(self.irt, y, self.subset.items,
+                                             prior=self.ability_prior), weighted)
 
     def mpirt(self, y: np.ndarray, weighted: np.ndarray) -> np.ndarray:
         assert self.irt is not None and self.endpoint_thetas is not None

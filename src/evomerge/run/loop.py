@@ -8,6 +8,7 @@ repeats no finished evaluation and ends exactly where an uninterrupted run would
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -282,8 +283,10 @@ class Runner:
             if f.estimator in ("mpirt", "gmpirt"):
                 n_end = 1 + len(endpoints)  # the base, then the endpoint genomes
                 thetas = fit_ability(ts.irt, full[:n_end], np.arange(n_total))
+            prior = math.inf if f.ability_prior == "none" else f.ability_prior
             ts.estimator = Estimator(f.estimator, ts.subset, irt=ts.irt, endpoint_thetas=thetas,
-                                     delta=f.delta, lam=f.delta, calibration=full)
+                                     delta=f.delta, lam=f.delta, calibration=full,
+                                     ability_prior=prior)
         self._write_subsets()
 
     def _fidelity_order(self) -> None:
