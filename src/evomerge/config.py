@@ -19,16 +19,17 @@ class _Strict(BaseModel):
 
 def _check_device(device: str) -> str:
     """The syntax of a device name (whether CUDA is there is checked when the job starts)."""
-    import torch
+    from evomerge.device import parse_device
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(f"device {device!r} is not a device (use cpu, cuda or cuda:N)"
-                         ) from None
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
+        parse_device(device)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
     return device
+
+
+def _first_duplicate(values: list[str]) -> str | None:
+    return next((v for v in values if values.count(v) > 1), None)
 
 
 class SpaceConfig(_Strict):
@@ -171,11 +172,10 @@ class EvolveConfig(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> EvolveConfig:
         _check_device(self.device)
-        names = [t.name for t in self.tasks]
-        dup = next((n for n in names if names.count(n) > 1), None)
+        dup = _first_duplicate([t.name for t in self.tasks])
         if dup is not None:
             raise ValueError(f"two tasks are named {dup!r}; task names must differ")
-        dup = next((m for m in self.models if self.models.count(m) > 1), None)
+        dup = _first_duplicate(self.models)
         if dup is not None:
             raise ValueError(f"model {dup!r} is listed twice in models")
         return self
@@ -238,7 +238,7 @@ class NPMergeConfig(_Strict):
     @model_validator(mode="after")
     def _enough_models(self) -> NPMergeConfig:
         _check_device(self.device)
-        dup = next((m for m in self.models if self.models.count(m) > 1), None)
+        dup = _first_duplicate(self.models)
         if dup is not None:
             raise ValueError(f"model {dup!r} is listed twice in models")
         if self.mode == "task_vectors" and self.base_model is None:

@@ -7,6 +7,7 @@ the search loop are what lm-eval evaluates; no checkpoint is written or reloaded
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +35,8 @@ class LMEvalRunner:
     def __init__(self, model: torch.nn.Module, tokenizer: Any, *, batch_size: int = 16,
                  include_path: str | Path | None = None, num_fewshot: int | None = None
                  ) -> None:
-        lm_eval, hflm, task_manager = _import()
-        self._evaluate = lm_eval.simple_evaluate
+        _, hflm, task_manager = _import()
+        logging.getLogger("lm_eval").setLevel(logging.ERROR)
         self.lm = hflm(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         self.tasks = task_manager(include_path=str(include_path) if include_path else None,
                                   verbosity="ERROR")
@@ -51,19 +52,36 @@ class LMEvalRunner:
         if task not in self.tasks.all_tasks:
             raise ConfigError(f"unknown lm-eval task {task!r} (add its YAML folder with "
                               "include_path)")
-        out = self._evaluate(model=self.lm, tasks=[task], task_manager=self.tasks,
-                             samples={task: sorted(int(i) for i in doc_ids)} if doc_ids else None,
-                             num_fewshot=self.num_fewshot, log_samples=True, bootstrap_iters=0,
-                             verbosity="ERROR")
-        samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
-        name = metric or first_metric(out["results"][task])
+        by_id, results = logged_samples(self.lm, task, task, self.tasks,
+                                        [int(i) for i in doc_ids] if doc_ids else None,
+                                        self.num_fewshot)
+        samples = [by_id[i] for i in sorted(by_id)]
+        name = metric or first_metric(results)
         if samples and name not in samples[0]:
             raise ConfigError(f"lm-eval task {task!r} logs no per-sample metric {name!r}")
         values = np.array([float(s[name]) for s in samples])
-        outputs = [str(s["filtered_resps"][0]) if s.get("filtered_resps") else ""
-                   for s in samples]
+        outputs = [sample_output(s) for s in samples]
         return EvalResult(task=task, ids=[str(s["doc_id"]) for s in samples],
                           correct=values > 0.5, outputs=outputs, extra={"metric": name})
+
+
+def logged_samples(lm: Any, task: Any, name: str, manager: Any,
+                   doc_ids: Sequence[int] | None, num_fewshot: int | None
+                   ) -> tuple[dict[int, dict[str, Any]], dict[str, Any]]:
+    """lm-eval's logged samples by doc id and its aggregate results for ``task`` (a task name
+    or a loaded task object named ``name``), on ``doc_ids`` of its evaluated documents (None:
+    all of them)."""
+    lm_eval = _import()[0]
+    out = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager,
+                                  samples={name: sorted(doc_ids)} if doc_ids is not None
+                                  else None, num_fewshot=num_fewshot, log_samples=True,
+                                  bootstrap_iters=0)
+    return {int(s["doc_id"]): s for s in out["samples"][name]}, out["results"][name]
+
+
+def sample_output(sample: dict[str, Any]) -> str:
+    """The filtered model output lm-eval logged for one sample."""
+    return str(sample["filtered_resps"][0]) if sample.get("filtered_resps") else ""
 
 
 def first_metric(results: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ import numpy as np
 
 from evomerge.errors import ConfigError
 from evomerge.eval.evaluator import EvalResult
-from evomerge.eval.lm_eval_adapter import _import, first_metric
+from evomerge.eval.lm_eval_adapter import _import, first_metric, logged_samples, sample_output
 from evomerge.eval.tasks import Item, Task
 
 
@@ -42,10 +42,15 @@ class LMEvalTask:
     num_fewshot: int | None
     task_manager: Any
 
+    def split(self, split: str) -> tuple[Any, list[int]]:
+        """(the lm-eval task object whose evaluated docs hold ``split``, its doc ids)."""
+        if split == "search":
+            return self.search_task, self.search_ids
+        return self.test_task, self.test_ids
+
     def items(self, split: str) -> list[Item]:
         """evomerge items (id = doc id) of a split, for ids, counts and the report."""
-        task = self.search_task if split == "search" else self.test_task
-        ids = self.search_ids if split == "search" else self.test_ids
+        task, ids = self.split(split)
         docs = task.eval_docs
         out = []
         for i in ids:
@@ -60,31 +65,22 @@ class LMEvalTask:
 
     def evaluate(self, lm: Any, split: str, ids: Sequence[str] | None) -> EvalResult:
         """lm-eval's per-sample verdicts on ``ids`` of ``split`` (None: the whole split)."""
-        lm_eval, _, _ = _import()
-        task = self.search_task if split == "search" else self.test_task
-        wanted = sorted(int(i) for i in (ids if ids is not None else
-                                          (self.search_ids if split == "search"
-                                           else self.test_ids)))
+        task, split_ids = self.split(split)
+        order = [int(i) for i in ids] if ids is not None else split_ids
         # lm-eval draws tqdm bars on stderr for every call: one search would print
         # thousands; evomerge's own progress line says where the search is
         with contextlib.redirect_stderr(io.StringIO()):
-            out = lm_eval.simple_evaluate(model=lm, tasks=[task],
-                                          task_manager=self.task_manager,
-                                          samples={self.name: wanted},
-                                          num_fewshot=self.num_fewshot, log_samples=True,
-                                          bootstrap_iters=0)
-        samples = {int(s["doc_id"]): s for s in out["samples"][self.name]}
-        order = [int(i) for i in ids] if ids is not None else wanted
+            samples, _ = logged_samples(lm, task, self.name, self.task_manager, order,
+                                        self.num_fewshot)
         values = np.array([float(samples[i][self.metric]) for i in order])
         if np.any((values != 0) & (values != 1)):
             raise ConfigError(f"lm-eval task {self.name!r}: metric {self.metric!r} is not 0/1 "
                               "per item; a search needs per-item correctness (acc, acc_norm, "
                               "exact_match, ...): choose one with the task option metric")
         correct = values > 0.5 if self.higher_is_better else values < 0.5
-        outputs = [str(samples[i]["filtered_resps"][0]) if samples[i].get("filtered_resps")
-                   else "" for i in order]
         return EvalResult(task=self.name, ids=[str(i) for i in order], correct=correct,
-                          outputs=outputs, extra={"metric": self.metric})
+                          outputs=[sample_output(samples[i]) for i in order],
+                          extra={"metric": self.metric})
 
 
 def load_lm_eval_task(spec: str, *, include_path: str | None = None,

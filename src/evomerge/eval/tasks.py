@@ -171,14 +171,7 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
         raise ConfigError(f"task file {p} does not exist")
     prompt_of = _field_or_template(prompt_field, prompt_template, "prompt_template")
     answer_of = _field_or_template(answer_field, answer_template, "answer_template")
-    unknown = sorted(set(options) - TASK_OPTIONS)
-    if unknown:
-        import difflib
-
-        close = difflib.get_close_matches(unknown[0], sorted(TASK_OPTIONS | FIELD_OPTIONS), 1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"task file {p}: unknown option {unknown[0]!r}{hint}; options are "
-                          + ", ".join(sorted(TASK_OPTIONS | FIELD_OPTIONS)))
+    options = task_options(options, f"task file {p}", TASK_OPTIONS | FIELD_OPTIONS)
     records = list(_read_records(p, split))
     if not records:
         raise ConfigError(f"task file {p} has no records")
@@ -206,15 +199,12 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
                 raise ConfigError(f"task file {p}: record {row}: choices must be a non-empty "
                                   "list")
             choices = tuple(str(c) for c in choices)
-            if isinstance(answer, bool) or (isinstance(answer, int) and not 0 <= answer
-                                            < len(choices)):
+            is_index = isinstance(answer, int) or (isinstance(answer, str) and answer.isdigit()
+                                                   and answer not in choices)
+            if isinstance(answer, bool) or (is_index and not 0 <= int(answer) < len(choices)):
                 raise ConfigError(f"task file {p}: record {row}: answer index {answer!r} is "
                                   f"not one of its {len(choices)} choices")
-            if isinstance(answer, int) or (isinstance(answer, str) and answer.isdigit()
-                                           and answer not in choices):
-                if int(answer) >= len(choices):
-                    raise ConfigError(f"task file {p}: record {row}: answer index {answer} is "
-                                      f"not one of its {len(choices)} choices")
+            if is_index:
                 answer = choices[int(answer)]
             elif str(answer) not in choices:
                 raise ConfigError(f"task file {p}: record {row}: answer {answer!r} is not one "
@@ -231,12 +221,26 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
             prompt_field=prompt_field, answer_field=answer_field,
             choices_field=choices_field, prompt_template=prompt_template,
             answer_template=answer_template).items
-    for key in ("stop",):
-        if key in options and isinstance(options[key], str):
-            options[key] = (options[key],)
-        elif key in options and isinstance(options[key], list):
-            options[key] = tuple(options[key])
     return Task(name=name or p.stem, items=tuple(items), **options)
+
+
+def task_options(options: dict[str, Any], where: str, known: set[str] = TASK_OPTIONS
+                 ) -> dict[str, Any]:
+    """A task's options, checked by name (an unknown one is one line with the closest known
+    name) and with ``stop`` given as a string or a list made a tuple."""
+    unknown = sorted(set(options) - TASK_OPTIONS)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], sorted(known), 1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where}: unknown option {unknown[0]!r}{hint}; options are "
+                          + ", ".join(sorted(known)))
+    options = dict(options)
+    if isinstance(options.get("stop"), (str, list)):
+        stop = options["stop"]
+        options["stop"] = (stop,) if isinstance(stop, str) else tuple(stop)
+    return options
 
 
 def _field_or_template(field: str, template: str | None, what: str) -> Any:

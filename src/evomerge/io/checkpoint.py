@@ -217,6 +217,13 @@ class TensorDictSource:
             raise ModelError(f"model {self.name!r}: tensor {name} is missing") from None
 
 
+def require_finite(tensor: torch.Tensor, name: str, model: str, hint: str = "") -> torch.Tensor:
+    """``tensor`` unchanged, or a one-line error naming it when it holds NaN or Inf."""
+    if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        raise ModelError(f"tensor {name} of model {model!r} holds NaN or infinite values{hint}")
+    return tensor
+
+
 def _read_json(path: Path, model: str, required: bool) -> Any:
     if not path.exists():
         if required:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import glob
 import json
 import os
 import shutil
@@ -96,14 +97,6 @@ def _check_not_protected(p: Path, inputs: Iterable[str | Path]) -> None:
                                 "choose another directory")
 
 
-def remove_owned(path: Path, *, inputs: Iterable[str | Path] = (), flag: str = "--force"
-                 ) -> None:
-    """Delete a directory evomerge wrote (checked first with ``check_replaceable``)."""
-    check_replaceable(path, inputs=inputs, flag=flag)
-    if path.exists():
-        shutil.rmtree(path)
-
-
 def atomic_write_text(path: Path, text: str) -> None:
     """Write a small file so that a kill leaves the old content or the new, never half."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
@@ -142,7 +135,7 @@ def clean_stale(target: Path) -> list[Path]:
     if not parent.is_dir():
         return removed
     for kind in ("partial", "old"):
-        for entry in parent.glob(f".{glob_escape(target.name)}.{kind}-{_HOST}-*"):
+        for entry in parent.glob(f".{glob.escape(target.name)}.{kind}-{_HOST}-*"):
             parts = entry.name.rsplit("-", 2)
             try:
                 pid = int(parts[1])
@@ -152,10 +145,6 @@ def clean_stale(target: Path) -> list[Path]:
                 shutil.rmtree(entry, ignore_errors=True)
                 removed.append(entry)
     return removed
-
-
-def glob_escape(name: str) -> str:
-    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def make_staging(target: Path, kind: str = "model") -> Path:
@@ -187,16 +176,31 @@ def commit_staging(tmp: Path, target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def staged(target: Path, kind: str = "model") -> Iterator[Path]:
-    """Yield a staging directory for ``target``; the body commits it with
-    ``commit_staging``. Whatever happens before that (an error, an interrupt), the staging
-    directory is removed and ``target`` is left untouched."""
-    tmp = make_staging(target, kind)
+def output_dir(target: Path, kind: str = "model", inputs: Iterable[str | Path] = ()
+               ) -> Iterator[Path]:
+    """Write a directory output: yields a staging directory beside ``target`` (its missing
+    parents made first); when the body ends, marks it with the files written and moves it to
+    ``target`` (an existing one is checked again as evomerge's own). On any exception or
+    interrupt, the staging directory and the parents it made are removed and ``target`` is
+    left untouched."""
+    made = make_parents(target)
     try:
-        yield tmp
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = make_staging(target, kind)
+        try:
+            yield tmp
+            if target.exists():
+                check_replaceable(target, inputs=inputs)
+            try:
+                write_marker(tmp, kind, [p.name for p in tmp.iterdir()])
+                commit_staging(tmp, target)
+            except OSError as exc:
+                raise write_error(target, exc) from None
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        remove_empty(made)
+        raise
 
 
 def write_error(target: Path, exc: OSError) -> EvomergeError:
@@ -226,7 +230,7 @@ def make_parents(path: Path) -> list[Path]:
     while not p.exists():
         missing.append(p)
         p = p.parent
-    if p.exists() and not p.is_dir():
+    if not p.is_dir():
         raise EvomergeError(f"cannot create {path.parent}: {p} is a file")
     try:
         for d in reversed(missing):

@@ -106,7 +106,7 @@ class CheckpointWriter:
         self.inputs = list(inputs)
         prepare_output(self.out, force, self.inputs)
         self.force = force
-        self.tmp = self.out  # the staging directory, made on __enter__
+        self._tmp: Path | None = None  # the staging directory, made on __enter__
         self._made_parents: list[Path] = []
         self.slots = {s.name: s for s in slots}
         self.max_shard_bytes = max_shard_bytes
@@ -118,13 +118,19 @@ class CheckpointWriter:
         self._written: set[str] = set()
         self._closed = False
 
+    @property
+    def tmp(self) -> Path:
+        """The staging directory (exists between ``__enter__`` and ``commit``)."""
+        assert self._tmp is not None, "use CheckpointWriter as a context manager"
+        return self._tmp
+
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> CheckpointWriter:
         ensure_space(self.out.parent, sum(s.nbytes for s in self.slots.values()),
                      f"the merged model {self.out.name}")
         self._made_parents = make_parents(self.out)  # only once work starts
         try:
-            self.tmp = make_staging(self.out)
+            self._tmp = make_staging(self.out)
         except BaseException:
             remove_empty(self._made_parents)
             raise
@@ -146,8 +152,8 @@ class CheckpointWriter:
     def _abort(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._close_fds()
-        if not self._closed:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        if not self._closed and self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
             remove_empty(self._made_parents)
         self._closed = True
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from evomerge.device import parse_device
 from evomerge.errors import ConfigError, ModelError
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
@@ -27,15 +28,9 @@ Progress = Callable[[int, int], None]
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"device {device!r} is not a device (use cpu, cuda or cuda:N)"
-                          ) from None
+    dev = parse_device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device {device} requested but CUDA is not available")
-    if dev.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"device {device} is not supported (use cpu or cuda)")
     return dev
 
 

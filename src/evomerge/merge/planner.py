@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import ConfigError, ModelError
-from evomerge.io.checkpoint import TensorSource
+from evomerge.io.checkpoint import TensorSource, require_finite
 from evomerge.io.naming import TensorInfo, classify, is_tied, num_layers_of, tied_source
 from evomerge.io.writer import TensorSlot
 from evomerge.merge.params import resolve
@@ -73,8 +73,10 @@ class MergePlan:
 
     def __init__(self, recipe: MergeRecipe, sources: Mapping[str, TensorSource],
                  method: MergeMethod, tasks: list[TensorTask], config: dict[str, Any] | None,
-                 reference: str, seed: int, allow_nonfinite: bool = False) -> None:
+                 reference: str, seed: int, allow_nonfinite: bool = False,
+                 check_inputs: bool = True) -> None:
         self.allow_nonfinite = allow_nonfinite
+        self.check_inputs = check_inputs
         self.recipe = recipe
         self.sources = sources
         self.method = method
@@ -86,9 +88,12 @@ class MergePlan:
     # -- building ---------------------------------------------------------------------------
     @classmethod
     def build(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource], *, seed: int = 0,
-              out_dtype: torch.dtype | None = None, allow_nonfinite: bool = False) -> MergePlan:
+              out_dtype: torch.dtype | None = None, allow_nonfinite: bool = False,
+              check_inputs: bool = True) -> MergePlan:
         """``allow_nonfinite``: let NaN/Inf in inputs or results through (by default a merge
-        stops with one line naming the tensor and model)."""
+        stops with one line naming the tensor and model). ``check_inputs=False`` skips the
+        input check for sources already checked when they were loaded (the search's live
+        merges: once per search, not once per candidate)."""
         method = get_method(recipe.merge_method)
         missing = [m for m in recipe.referenced_models() if m not in sources]
         if missing:
@@ -98,7 +103,8 @@ class MergePlan:
         builder = _Builder(recipe, sources, method, seed, out_dtype)
         tasks, config, reference = (builder.from_slices() if recipe.slices
                                     else builder.from_models())
-        return cls(recipe, sources, method, tasks, config, reference, seed, allow_nonfinite)
+        return cls(recipe, sources, method, tasks, config, reference, seed, allow_nonfinite,
+                   check_inputs)
 
     # -- running ----------------------------------------------------------------------------
     def slots(self) -> list[TensorSlot]:
@@ -114,9 +120,9 @@ class MergePlan:
         def load(ref: tuple[str, str]) -> torch.Tensor:
             t = self.sources[ref[0]].get(ref[1]).to(device=device, dtype=dtype,
                                                     non_blocking=True)
-            if not self.allow_nonfinite and not bool(torch.isfinite(t).all()):
-                raise ModelError(f"tensor {ref[1]} of model {ref[0]!r} holds NaN or infinite "
-                                 "values (allow_nonfinite / --allow-nonfinite to merge anyway)")
+            if self.check_inputs and not self.allow_nonfinite:
+                require_finite(t, ref[1], ref[0], " (allow_nonfinite / --allow-nonfinite to "
+                               "merge anyway)")
             return t
 
         tensors = [load(ref) for ref in task.inputs]

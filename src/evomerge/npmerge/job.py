@@ -22,18 +22,9 @@ from evomerge.config import DataConfig, NPMergeConfig
 from evomerge.errors import ConfigError, ModelError
 from evomerge.eval.answer_batches import encode_answers
 from evomerge.eval.tasks import Task, load_task
-from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.checkpoint import Checkpoint, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
-from evomerge.io.outdir import (
-    check_replaceable,
-    commit_staging,
-    ensure_space,
-    make_parents,
-    remove_empty,
-    staged,
-    write_error,
-    write_marker,
-)
+from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
 from evomerge.merge.disk import resolve_device
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
@@ -115,41 +106,31 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     states = [m.state_dict() for m in models]
     base = load_causal_lm(config.base_model).state_dict() if config.base_model else None
     for path, state in zip(inputs, [*states, *([base] if base else [])], strict=True):
-        bad = next((n for n, t in state.items()
-                    if t.is_floating_point() and not bool(torch.isfinite(t).all())), None)
-        if bad is not None:
-            raise ModelError(f"tensor {bad} of model {path!r} holds NaN or infinite values")
+        for name, tensor in state.items():
+            require_finite(tensor, name, path)
     # the output's place is made (and checked writable, with room) before training
     ensure_space(out.parent, sum(t.numel() * t.element_size() for t in states[0].values()),
                  f"the merged model {out.name}")
-    made = make_parents(out)
-    try:
-        with staged(out) as tmp:
-            # the first model is also the module the merge runs through and is written
-            # from: its weights are replaced only once the merge is computed
-            model = models[0]
-            log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
-                f"{config.steps} steps")
-            result = np_merge_modules(model, states, _batches(tok, train_task,
-                                                              config.batch_size, config.seed),
-                                      lm_loss, steps=config.steps, lr=config.lr,
-                                      granularity=config.granularity, mode=config.mode,
-                                      device=dev, base=base, progress=progress)
-            params = dict(model.named_parameters())
-            with torch.no_grad():
-                for name, value in result.state_dict.items():
-                    target = params[name] if name in params else model.get_buffer(name)
-                    target.copy_(value)
-            try:
-                _save(tmp, model, tok, config, result)
-                if out.exists():
-                    check_replaceable(out, inputs=inputs)
-                commit_staging(tmp, out)
-            except OSError as exc:
-                raise write_error(out, exc) from None
-    except BaseException:
-        remove_empty(made)
-        raise
+    with output_dir(out, "model", inputs) as tmp:
+        # the first model is also the module the merge runs through and is written from:
+        # its weights are replaced only once the merge is computed
+        model = models[0]
+        log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
+            f"{config.steps} steps")
+        result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
+                                                          config.seed),
+                                  lm_loss, steps=config.steps, lr=config.lr,
+                                  granularity=config.granularity, mode=config.mode,
+                                  device=dev, base=base, progress=progress)
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in result.state_dict.items():
+                target = params[name] if name in params else model.get_buffer(name)
+                target.copy_(value)
+        try:
+            _save(tmp, model, tok, config, result)
+        except OSError as exc:
+            raise write_error(out, exc) from None
     job = NPMergeJobResult(out, result.losses)
     if test_task is not None:
         job.test = _test(config, test_task, tok, model, dev)
@@ -167,7 +148,6 @@ def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
                for n, c in result.coefficients[-1].items()}
     (tmp / "np_merge_coefficients.json").write_text(json.dumps(
         {"losses": result.losses, "last_merge_coefficients": summary}, indent=1))
-    write_marker(tmp, "model", [p.name for p in tmp.iterdir()])
 
 
 def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,

@@ -38,8 +38,6 @@ from evomerge.io.outdir import (
     check_replaceable,
     check_target,
     make_parents,
-    remove_empty,
-    write_error,
     write_marker,
 )
 from evomerge.merge.disk import merge_to_disk, resolve_device
@@ -552,12 +550,7 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
     elif run_dir.exists():  # replacing: only what evomerge wrote there
         check_replaceable(run_dir, inputs=inputs, flag="--fresh" if fresh else "run_dir")
     runner = Runner(config, run_dir, progress)  # validates everything; writes nothing
-    created = make_parents(run_dir / "x")
-    try:
-        run_dir.mkdir(exist_ok=True)
-    except OSError as exc:
-        remove_empty(created)
-        raise write_error(run_dir, exc) from None
+    make_parents(run_dir / RECORD_FILE)  # the run directory and its parents
     lock = RunLock(run_dir)
     try:
         if not resume:

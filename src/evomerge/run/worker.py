@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from evomerge.config import EvolveConfig, TaskConfig
-from evomerge.errors import ConfigError, ModelError
+from evomerge.errors import ConfigError
 from evomerge.eval.evaluator import Evaluator
 from evomerge.eval.tasks import Task, load_task
-from evomerge.io.checkpoint import Checkpoint, TensorDictSource
+from evomerge.io.checkpoint import Checkpoint, TensorDictSource, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
 from evomerge.merge.disk import resolve_device
 from evomerge.merge.live import LiveMerger
@@ -65,7 +65,8 @@ class EvalWorker:
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         keep_on = torch.device("cpu") if config.offload else self.device
         self.sources = {name: TensorDictSource(
-            {k: _finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()}, name,
+            # checked once here: a NaN would poison every candidate
+            {k: require_finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()}, name,
             ck.config) for name, ck in checkpoints.items()}
         self.tokenizer = load_tokenizer(config.base_model)
         self.model = load_causal_lm(config.base_model, dtype).to(self.device)
@@ -135,10 +136,3 @@ class EvalWorker:
         return {"tasks": results,
                 "seconds": {"merge": merge_s, "eval": time.perf_counter() - start}}
 
-
-def _finite(t: torch.Tensor, name: str, model: str) -> torch.Tensor:
-    """Inputs are checked once, when the search loads them: a NaN would poison every
-    candidate."""
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-        raise ModelError(f"tensor {name} of model {model!r} holds NaN or infinite values")
-    return t

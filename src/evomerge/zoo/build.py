@@ -16,15 +16,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import ModelError
-from evomerge.io.outdir import (
-    check_replaceable,
-    check_target,
-    commit_staging,
-    make_parents,
-    remove_empty,
-    staged,
-    write_marker,
-)
+from evomerge.io.outdir import check_replaceable, check_target, output_dir
 from evomerge.zoo.data import base_corpus, expert_corpus, task_items
 from evomerge.zoo.manifest import write_manifest
 from evomerge.zoo.train import (
@@ -71,21 +63,12 @@ def build_zoo(out: Path, recipe: dict[str, Any] | None = None,
     check_target(out)
     if out.exists():
         check_replaceable(out)  # only a zoo evomerge wrote, or an empty directory
-    made = make_parents(out)
-    try:
-        with staged(out, "zoo") as tmp:
-            if base_from is not None:
-                _check_same_base(Path(base_from), recipe)
-                shutil.copytree(Path(base_from) / "base", tmp / "base")
-            paths = _train_all(tmp, recipe, log, train_base=base_from is None)
-            write_manifest(tmp, recipe, list(paths))
-            write_marker(tmp, "zoo", [p.name for p in tmp.iterdir()])
-            if out.exists():
-                check_replaceable(out)
-            commit_staging(tmp, out)
-    except BaseException:
-        remove_empty(made)
-        raise
+    with output_dir(out, "zoo") as tmp:
+        if base_from is not None:
+            _check_same_base(Path(base_from), recipe)
+            shutil.copytree(Path(base_from) / "base", tmp / "base")
+        paths = _train_all(tmp, recipe, log, train_base=base_from is None)
+        write_manifest(tmp, recipe, list(paths))
     return {name: out / name for name in paths}
 
 

@@ -95,16 +95,9 @@ def zoo_task(task: str, split: str = "test", seed: int = 0,
     """A zoo task as an evaluation ``Task`` (exact match on the digits answer); ``options``
     are task options (few-shot, chat, generation), few-shot examples come from
     ``fewshot_from`` or else the zoo's training split."""
-    from evomerge.eval.tasks import TASK_OPTIONS, load_task
+    from evomerge.eval.tasks import load_task, task_options
 
-    options = dict(options or {})
-    unknown = sorted(set(options) - TASK_OPTIONS)
-    if unknown:
-        raise ConfigError(f"zoo task {task}: unknown option {unknown[0]!r}; options are "
-                          + ", ".join(sorted(TASK_OPTIONS)))
-    if isinstance(options.get("stop"), (str, list)):
-        options["stop"] = tuple([options["stop"]] if isinstance(options["stop"], str)
-                                else options["stop"])
+    options = task_options(options or {}, f"zoo task {task}")
     if options.get("fewshot"):
         options["fewshot_pool"] = (load_task(fewshot_from).items if fewshot_from
                                    else tuple(task_items(task, "train", seed)))

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evomerge.errors import ModelError
+from evomerge.io.outdir import MARKER
 
 ZOO_DIR = Path(__file__).resolve().parent / "checkpoints"
 MANIFEST = "MANIFEST.json"
@@ -23,7 +24,7 @@ def sha256(path: Path) -> str:
 
 def write_manifest(root: Path, recipe: dict[str, Any], models: list[str]) -> dict[str, Any]:
     files = {str(p.relative_to(root)): sha256(p) for p in sorted(root.rglob("*"))
-             if p.is_file() and p.name not in (MANIFEST, ".evomerge")}
+             if p.is_file() and p.name not in (MANIFEST, MARKER)}
     manifest = {"recipe": recipe, "models": models, "files": files,
                 "total_bytes": sum((root / f).stat().st_size for f in files)}
     (root / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
