@@ -172,3 +172,18 @@ def test_few_shot_options_from_a_config_reach_the_prompt(tmp_path: Any) -> None:
     assert len(parts) == 3 and parts[-1] == "q0"
     assert all(p.split(" ")[0] != "q0" for p in parts[:2])  # never the item itself
     assert all(p == f"q{p[1:].split(' ')[0]} {p[1:].split(' ')[0]}" for p in parts[:2])
+
+
+def test_chat_without_a_template_stops_a_search_before_any_work(tmp_path: Any) -> None:
+    from evomerge.config import load_config
+    from evomerge.run.loop import evolve
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    cfg = load_config({
+        "base_model": str(ZOO_DIR / "base"), "models": [str(ZOO_DIR / "math_en")],
+        "tasks": [{"name": "t", "zoo": "add_it", "options": {"chat": True}}],
+        "fitness": {"subset_size": 5, "estimator": "mean"},
+        "run_dir": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match="no chat template"):
+        evolve(cfg)
+    assert not (tmp_path / "run").exists()

@@ -16,6 +16,7 @@ import torch
 from evomerge.config import EvolveConfig, TaskConfig
 from evomerge.errors import ConfigError
 from evomerge.eval.evaluator import Evaluator
+from evomerge.eval.prompts import render
 from evomerge.eval.tasks import Task, load_task
 from evomerge.io.checkpoint import Checkpoint, TensorDictSource, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
@@ -74,6 +75,10 @@ class EvalWorker:
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload)
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
+        for pair in self.tasks.values():  # prompt settings (a chat template the tokenizer
+            for task in pair:  # lacks, a few-shot pool too small) fail here, before any work
+                if task.items:
+                    render(task, task.items[0], self.tokenizer)
         self.lm_eval = {t.name: lm_eval_task(t) for t in config.tasks if t.lm_eval}
         self._lms: dict[int, Any] = {}  # id(live model) -> lm-eval's HFLM wrapping it
         self.config, self.dtype = config, dtype
