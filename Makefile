@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo merge-example test lint clean
+.PHONY: venv demo merge-example test test-fast lint clean
 
 $(STAMP): pyproject.toml constraints-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# the suite without the tests marked slow (whole searches, subprocesses, Ray): for iterating
+test-fast: lint
+	$(BIN)/pytest -m "not slow"
 
 clean:
 	rm -rf $(VENV) out runs examples/models

@@ -54,7 +54,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from evomerge.eval.evaluator import Evaluator
-    from evomerge.fitness import Estimator, fit_ability, fit_irt, irt_anchors, random_subset
+    from evomerge.fitness import fit_ability, fit_irt, irt_anchors, make_estimator, random_subset
     from evomerge.io.checkpoint import Checkpoint
     from evomerge.merge.live import LiveMerger
     from evomerge.recipe import load_recipe
@@ -112,9 +112,9 @@ def main() -> None:
                               else irt_anchors(irt, n, seed))
                     y = population[:, subset.items]
                     for label, opts in estimators.items():
-                        est = Estimator(label.removesuffix("_auto"), subset, irt=irt,
-                                        endpoint_thetas=thetas, calibration=full,
-                                        **opts).estimate(y)
+                        est = make_estimator(label.removesuffix("_auto"), subset, irt=irt,
+                                             endpoint_thetas=thetas, calibration=full,
+                                             **opts).estimate(y)
                         errs[label].append(float(np.mean(np.abs(est - truth))))
                         rhos[label].append(spearman(est, truth))
                 row = {"calibration_models": len(full),

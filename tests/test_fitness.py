@@ -12,7 +12,6 @@ import pytest
 
 from evomerge.errors import ConfigError
 from evomerge.fitness import (
-    Estimator,
     IRTModel,
     Subset,
     correctness_anchors,
@@ -20,6 +19,7 @@ from evomerge.fitness import (
     fit_irt,
     fit_merge_weights,
     irt_anchors,
+    make_estimator,
     random_subset,
     stratified_subset,
 )
@@ -145,35 +145,35 @@ def test_estimators_equal_their_formulas(hand_made) -> None:  # noqa: ANN001
     model, subset, y, ends = hand_made
     unseen = [0, 2, 4]
     weighted = y @ np.array([0.25, 0.75])
-    np.testing.assert_allclose(Estimator("mean", subset).estimate(y), y.mean(axis=1))
-    np.testing.assert_allclose(Estimator("weighted", subset).estimate(y), weighted)
+    np.testing.assert_allclose(make_estimator("mean", subset).estimate(y), y.mean(axis=1))
+    np.testing.assert_allclose(make_estimator("weighted", subset).estimate(y), weighted)
     # p-IRT with the ability the estimator fits
-    est = Estimator("pirt", subset, irt=model)
+    est = make_estimator("pirt", subset, irt=model)
     theta = fit_ability(model, y, subset.items)
     p_unseen = sigmoid(theta @ model.a[unseen].T - model.b[unseen]).mean(axis=1)
     pirt = 2 / 5 * weighted + 3 / 5 * p_unseen
     np.testing.assert_allclose(est.estimate(y), pirt)
-    np.testing.assert_allclose(Estimator("gpirt", subset, irt=model, lam=0.3).estimate(y),
+    np.testing.assert_allclose(make_estimator("gpirt", subset, irt=model, lam=0.3).estimate(y),
                                0.3 * weighted + 0.7 * pirt)
     # mp-IRT: theta = lambda @ endpoint thetas
     lam = fit_merge_weights(model, ends, y, subset.items)
     th = lam @ ends
     mp_unseen = sigmoid(th @ model.a[unseen].T - model.b[unseen]).mean(axis=1)
     mpirt = 2 / 5 * weighted + 3 / 5 * mp_unseen
-    np.testing.assert_allclose(Estimator("mpirt", subset, irt=model, endpoint_thetas=ends)
+    np.testing.assert_allclose(make_estimator("mpirt", subset, irt=model, endpoint_thetas=ends)
                                .estimate(y), mpirt)
-    np.testing.assert_allclose(Estimator("gmpirt", subset, irt=model, endpoint_thetas=ends)
+    np.testing.assert_allclose(make_estimator("gmpirt", subset, irt=model, endpoint_thetas=ends)
                                .estimate(y), 0.5 * weighted + 0.5 * mpirt)
 
 
 def test_automatic_mixing_weight(hand_made) -> None:  # noqa: ANN001
     model, subset, _, ends = hand_made
     calib = np.array([[1, 1, 0, 0, 1], [0, 1, 1, 0, 1], [1, 0, 0, 1, 0], [1, 1, 1, 1, 0.0]])
-    est = Estimator("gmpirt", subset, irt=model, endpoint_thetas=ends, delta="auto",
+    est = make_estimator("gmpirt", subset, irt=model, endpoint_thetas=ends, delta="auto",
                     calibration=calib)
     sub = calib[:, subset.items]
     weighted = sub @ subset.weights
-    mp = Estimator("mpirt", subset, irt=model, endpoint_thetas=ends).estimate(sub)
+    mp = make_estimator("mpirt", subset, irt=model, endpoint_thetas=ends).estimate(sub)
     bias = np.mean(np.abs(mp - calib.mean(axis=1)))
     var = np.mean(sub.var(axis=1))
     delta = bias**2 / (bias**2 + var / (4 * 2))
@@ -183,7 +183,7 @@ def test_automatic_mixing_weight(hand_made) -> None:  # noqa: ANN001
     # left out, the others' truth is the mean of the answers they have
     holey = np.vstack([calib, np.full(5, np.nan)])
     holey[0, [i for i in range(5) if i not in subset.items][0]] = np.nan
-    with_nan = Estimator("gmpirt", subset, irt=model, endpoint_thetas=ends, delta="auto",
+    with_nan = make_estimator("gmpirt", subset, irt=model, endpoint_thetas=ends, delta="auto",
                          calibration=holey)
     out = with_nan.estimate(sub)
     assert np.all(np.isfinite(out))
@@ -196,11 +196,11 @@ def test_automatic_mixing_weight(hand_made) -> None:  # noqa: ANN001
 def test_estimator_errors(hand_made) -> None:  # noqa: ANN001
     model, subset, y, _ = hand_made
     with pytest.raises(ConfigError, match="needs a fitted IRT"):
-        Estimator("pirt", subset)
+        make_estimator("pirt", subset)
     with pytest.raises(ConfigError, match="endpoint"):
-        Estimator("mpirt", subset, irt=model)
+        make_estimator("mpirt", subset, irt=model)
     with pytest.raises(ConfigError, match="expected 2 answers"):
-        Estimator("mean", subset).estimate(np.ones((1, 3)))
+        make_estimator("mean", subset).estimate(np.ones((1, 3)))
 
 
 def test_extraction_is_seeded_and_valid() -> None:
@@ -233,7 +233,7 @@ def test_ability_prior_none_is_tinybenchmarks_maximum_likelihood() -> None:
 
     from scipy.optimize import minimize
 
-    from evomerge.fitness import Estimator
+    from evomerge.fitness import make_estimator
     from evomerge.fitness.extraction import Subset
     from evomerge.fitness.irt import IRTModel, fit_ability
 
@@ -260,7 +260,7 @@ def test_ability_prior_none_is_tinybenchmarks_maximum_likelihood() -> None:
     assert np.linalg.norm(with_prior) < np.linalg.norm(theirs)  # N(0, 1) shrinks it
     subset = Subset(items=seen, weights=np.full(len(seen), 1 / len(seen)), n_total=n,
                     method="random", seed=0)
-    est = Estimator("pirt", subset, irt=model, ability_prior=math.inf).estimate(y)[0]
+    est = make_estimator("pirt", subset, irt=model, ability_prior=math.inf).estimate(y)[0]
     unseen = np.setdiff1d(np.arange(n), seen)
     expected = 0.5 * y.mean() + 0.5 * item_curve(theirs.reshape(1, d, 1), a[:, :, unseen],
                                                  b[:, :, unseen]).mean()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("lm_eval")
+pytestmark = pytest.mark.slow  # lm-eval itself runs the reference evaluations
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 

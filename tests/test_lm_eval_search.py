@@ -21,6 +21,7 @@ from evomerge.run.loop import evolve
 from evomerge.zoo.manifest import ZOO_DIR
 
 pytest.importorskip("lm_eval")
+pytestmark = pytest.mark.slow  # whole searches through lm-eval
 
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 

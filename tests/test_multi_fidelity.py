@@ -33,6 +33,7 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "evaluations.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_smac_hyperband_reuses_items_across_fidelities_and_resumes_exactly(
         tiny_zoo: Path, tmp_path: Path) -> None:
     result = evolve(load_config(config(tiny_zoo, tmp_path / "full")))
@@ -118,6 +119,7 @@ def test_bad_fidelity_bounds_fail_before_any_work(tiny_zoo: Path, tmp_path: Path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_resume_in_another_process_with_another_hash_seed(tiny_zoo: Path, tmp_path: Path
                                                           ) -> None:
     """SMAC's own set ordering depends on PYTHONHASHSEED; a resumed process has another."""
@@ -151,6 +153,7 @@ def test_resume_in_another_process_with_another_hash_seed(tiny_zoo: Path, tmp_pa
     assert strip(cut) == strip(tmp_path / "full")
 
 
+@pytest.mark.slow
 def test_two_task_smac_on_the_demo_zoo_runs_and_resumes(tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """ParEGO with Hyperband: SMAC's default incumbent selection compared Pareto members run

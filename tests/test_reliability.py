@@ -279,6 +279,7 @@ def test_more_trials_on_resume_extend_a_smac_run_exactly(tiny_zoo: Path,
 
 
 # == 4. one process per run directory =========================================================
+@pytest.mark.slow
 def test_a_second_process_on_a_running_run_directory_gets_one_line(
         tiny_zoo: Path, tmp_path: Path) -> None:
     first, record, cfg = start_evolve(tiny_zoo, tmp_path, 6, 60)
@@ -297,6 +298,7 @@ def test_a_second_process_on_a_running_run_directory_gets_one_line(
     assert evolve(load_config(cfg), resume=True).evaluations >= len(keys)  # lock released
 
 
+@pytest.mark.slow
 def test_the_lock_is_held_by_another_process_for_the_cli(finished_run: Path, tmp_path: Path
                                                           ) -> None:
     from evomerge.run.store import RunLock
@@ -321,6 +323,7 @@ def test_the_lock_is_held_by_another_process_for_the_cli(finished_run: Path, tmp
 
 
 # == 5. a resume checks the config and the inputs ============================================
+@pytest.mark.slow
 def test_more_generations_on_resume_equal_an_undisturbed_longer_run(tmp_path: Path) -> None:
     from evomerge.recipe import load_recipe
     from evomerge.zoo.manifest import ZOO_DIR
@@ -420,6 +423,7 @@ def test_ctrl_c_during_a_merge_exits_130_and_writes_nothing(
     assert sorted(p.name for p in project.iterdir()) == ["models", "notes.txt", "recipe.yaml"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupted_search_says_how_to_resume_and_resumes(
         tiny_zoo: Path, tmp_path: Path, sig: int, code: int) -> None:
@@ -628,6 +632,7 @@ def _big_family(root: Path) -> list[Path]:
     return paths
 
 
+@pytest.mark.slow
 def test_sigkill_during_a_merge_leaves_a_temporary_that_the_next_merge_removes(
         tmp_path: Path) -> None:
     base, a, b = _big_family(tmp_path / "models")
@@ -657,6 +662,7 @@ def test_sigkill_during_a_merge_leaves_a_temporary_that_the_next_merge_removes(
     assert sorted(p.name for p in tmp_path.glob(".out.*")) == sorted([live.name, users.name])
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_merge_removes_its_temporary(tmp_path: Path) -> None:
     base, a, b = _big_family(tmp_path / "models")
     recipe = recipe_file(tmp_path / "r.yaml", base, a, b)

@@ -4,13 +4,23 @@ disk)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+    model_validator,
+)
 
 from evomerge.errors import ConfigError
 from evomerge.io.text import load_yaml_file
 from evomerge.recipe import format_validation_error
+from evomerge.registry import ComponentOptions
 
 
 class _Strict(BaseModel):
@@ -32,34 +42,51 @@ def _first_duplicate(values: list[str]) -> str | None:
     return next((v for v in values if values.count(v) > 1), None)
 
 
-class SpaceConfig(_Strict):
-    # lfs: per layer group a method from {linear, task_arithmetic, ties, slerp} and its
-    # per-subset parameters (merge_method is then ignored)
-    # dis: per depth position which models' layer runs there, in which order, and a scale
-    # on its output (a stacked model; merge_method is then ignored)
-    type: Literal["per_model", "layerwise", "lfs", "dis"] = "per_model"
-    layer_granularity: int = 1
-    modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
-    weight: tuple[float, float] = (0.0, 1.0)
-    density: tuple[float, float] = (0.1, 1.0)
-    t: tuple[float, float] = (0.0, 1.0)
-    grid: float | None = Field(default=None, gt=0)
-    parameters: dict[str, Any] = {}
-    scale: tuple[float, float] = (0.0, 2.0)  # dis: output scale bounds
-    repeat: int = Field(default=1, ge=1)  # dis: times each model's layer may appear
-    max_depth: int | None = Field(default=None, ge=1)  # dis: default twice the base's depth
+def _component(kind: str, key: str, default: str) -> Any:
+    """A config block validated by the options model of the component it names (its
+    ``key`` field, ``default`` when absent), looked up in the kind's registry; what the
+    component does not declare is refused, with the closest option it does."""
+    def validate(value: Any) -> Any:
+        if isinstance(value, ComponentOptions):
+            return value
+        if not isinstance(value, dict):
+            raise ValueError(f"{kind} must be a mapping with a {key!r} key")
+        name = value.get(key, default)
+        try:
+            cls = _registry(kind).get(name)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return cls.Options.model_validate({**value, key: name})
 
-    @model_validator(mode="after")
-    def _bounds(self) -> SpaceConfig:
-        for name in ("weight", "density", "t"):
-            lo, hi = getattr(self, name)
-            if lo > hi:
-                raise ValueError(f"{name} bounds [{lo}, {hi}] are reversed")
-        for name in ("density", "t"):
-            lo, hi = getattr(self, name)
-            if lo < 0 or hi > 1:
-                raise ValueError(f"{name} bounds [{lo}, {hi}] must lie within [0, 1]")
-        return self
+    return Annotated[SerializeAsAny[ComponentOptions], BeforeValidator(validate),
+                     Field(default_factory=lambda: validate({}))]
+
+
+def _registry(kind: str) -> Any:
+    """Imported when first needed: the components import this module's neighbours."""
+    if kind == "space":
+        from evomerge.spaces.base import SPACES
+
+        return SPACES
+    if kind == "optimizer":
+        from evomerge.optim.base import OPTIMIZERS
+
+        return OPTIMIZERS
+    from evomerge.run.backends.base import BACKENDS
+
+    return BACKENDS
+
+
+def _registered(kind: str, name: str) -> str:
+    from evomerge.fitness.estimators import ESTIMATORS
+    from evomerge.fitness.extraction import EXTRACTIONS
+
+    registry = {"estimator": ESTIMATORS, "extraction": EXTRACTIONS}[kind]
+    try:
+        registry.get(name)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return name
 
 
 class TaskConfig(_Strict):
@@ -84,7 +111,9 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _source(self) -> TaskConfig:
-        given = [k for k in ("zoo", "search", "lm_eval") if getattr(self, k)]
+        from evomerge.eval.sources.base import source_keys
+
+        given = [k for k in source_keys() if getattr(self, k)]
         if len(given) != 1:
             raise ValueError(f"task {self.name}: give one of zoo, search (+ test) files or "
                              "lm_eval")
@@ -100,9 +129,10 @@ class TaskConfig(_Strict):
 
 class FitnessConfig(_Strict):
     subset_size: int = Field(default=20, ge=1)
-    extraction: Literal["random", "stratified", "irt_anchors", "correctness_anchors"] = "random"
-    stratify_by: str | None = None
-    estimator: Literal["mean", "weighted", "pirt", "gpirt", "mpirt", "gmpirt"] = "gmpirt"
+    # names in fitness.extraction.EXTRACTIONS and fitness.estimators.ESTIMATORS
+    extraction: Annotated[str, AfterValidator(lambda v: _registered("extraction", v))] = "random"
+    stratify_by: str | None = None  # the item metadata field of stratified extraction
+    estimator: Annotated[str, AfterValidator(lambda v: _registered("estimator", v))] = "gmpirt"
     delta: float | Literal["auto"] = 0.5
     irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"
     irt_dims: int = Field(default=2, ge=1)
@@ -122,48 +152,22 @@ class FitnessConfig(_Strict):
         return self
 
 
-class OptimizerConfig(_Strict):
-    name: Literal["ga", "de", "cmaes", "pso", "nsga2", "nsga3", "random", "smac"] = "ga"
-    pop_size: int = Field(default=10, ge=2)
-    generations: int = Field(default=5, ge=1)
-    seed_endpoints: bool = True
-    # stop once this many items were evaluated in the search (every optimizer)
-    item_budget: int | None = Field(default=None, ge=1)
-    # smac (multi-fidelity, Hyperband): the fidelity is a number of search items, from
-    # min_items to max_items (default: 100 to 1000, scaled down to the task's search split)
-    eta: int = Field(default=3, ge=2)
-    min_items: int | None = Field(default=None, ge=1)
-    max_items: int | None = Field(default=None, ge=1)
-    trials: int | None = Field(default=None, ge=1)  # default pop_size * generations
-
-
-class BackendConfig(_Strict):
-    """Where candidates are evaluated: in the search process, or on Ray actors (one per
-    worker slot, each holding the models once)."""
-
-    name: Literal["local", "ray"] = "local"
-    address: str | None = None  # an existing Ray cluster ("auto", "ray://host:10001"); None:
-    # start a local one for the run
-    workers: int = Field(default=2, ge=1)
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
-
-
 class EvolveConfig(_Strict):
     base_model: str
     models: list[str] = Field(min_length=1)
     merge_method: str = "task_arithmetic"
-    space: SpaceConfig = SpaceConfig()
+    # components: the options of the space / optimizer / backend named (see their modules)
+    space: _component("space", "type", "per_model")  # type: ignore[valid-type]
     tasks: list[TaskConfig] = Field(min_length=1)
     fitness: FitnessConfig = FitnessConfig()
-    optimizer: OptimizerConfig = OptimizerConfig()
+    optimizer: _component("optimizer", "name", "ga")  # type: ignore[valid-type]
     seed: int = 0
     device: str = "cpu"
     # precision candidates are merged and evaluated in; bfloat16 halves memory and the
     # per-candidate update (as mergekit computes in a recipe's dtype)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     offload: bool = False  # keep inputs and task vectors in CPU memory, stream per tensor
-    backend: BackendConfig = BackendConfig()
+    backend: _component("backend", "name", "local")  # type: ignore[valid-type]
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
     write_best: bool = True

@@ -17,3 +17,11 @@ def parse_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ConfigError(f"device {device!r} is not supported (use cpu, cuda or cuda:N)")
     return dev
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A device this machine has (a CUDA request without CUDA is a one-line error)."""
+    dev = parse_device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device} requested but CUDA is not available")
+    return dev

@@ -25,6 +25,10 @@ _MLP = ("mlp", "feed_forward", "ffn", "gate_proj", "up_proj", "down_proj", "c_fc
         "fc1", "fc2", "dense_h_to_4h", "dense_4h_to_h", "w1.", "w2.", "w3.")
 _NORM = ("norm", "ln_", "layernorm", "ln1", "ln2")
 
+# recipe filters (substrings of tensor names, as in mergekit) of the module groups that the
+# layer-wise and LFS spaces give their own genes; a tensor matching none is "other"
+GROUP_FILTERS = {"attention": ["self_attn", "attn."], "mlp": ["mlp"]}
+
 LAYER_COUNT_KEYS = ("num_hidden_layers", "n_layer", "num_layers", "n_layers")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from evomerge.device import parse_device
+from evomerge.device import resolve_device
 from evomerge.errors import ConfigError, ModelError
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
@@ -25,13 +25,6 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "spiece.model")
 RECIPE_FILE = "mergekit_config.yml"
 Progress = Callable[[int, int], None]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    dev = parse_device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device} requested but CUDA is not available")
-    return dev
 
 
 def open_sources(recipe: MergeRecipe) -> dict[str, Checkpoint]:

@@ -19,7 +19,14 @@ import torch
 
 from evomerge.errors import ConfigError, ModelError
 from evomerge.io.checkpoint import TensorSource, require_finite
-from evomerge.io.naming import TensorInfo, classify, is_tied, num_layers_of, tied_source
+from evomerge.io.naming import (
+    LAYER_COUNT_KEYS,
+    TensorInfo,
+    classify,
+    is_tied,
+    num_layers_of,
+    tied_source,
+)
 from evomerge.io.writer import TensorSlot
 from evomerge.merge.params import resolve
 from evomerge.merge.registry import MergeMethod, ParamSpec, get_method
@@ -379,7 +386,7 @@ def _set_layer_count(config: dict[str, Any], n: int, layer_sources: list[int]) -
     targets = [config] + ([config["text_config"]] if isinstance(config.get("text_config"), dict)
                           else [])
     for cfg in targets:
-        for key in ("num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        for key in LAYER_COUNT_KEYS:
             if isinstance(cfg.get(key), int):
                 cfg[key] = n
         for key in ("layer_types",):

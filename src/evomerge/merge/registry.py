@@ -103,6 +103,11 @@ class MergeMethod:
     def params(self) -> tuple[ParamSpec, ...]:
         return self.shared + self.per_model
 
+    @property
+    def sparse(self) -> bool:
+        """Whether the method drops part of each task vector (a per-model ``density``)."""
+        return any(p.name == "density" for p in self.per_model)
+
     def __call__(self, tensors: list[torch.Tensor], base: torch.Tensor | None,
                  generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
         if self.stochastic:

@@ -18,15 +18,16 @@ from typing import Any
 import torch
 import yaml
 
-from evomerge.config import DataConfig, NPMergeConfig
+from evomerge.config import NPMergeConfig
+from evomerge.device import resolve_device
 from evomerge.errors import ConfigError, ModelError
 from evomerge.eval.answer_batches import encode_answers
-from evomerge.eval.tasks import Task, load_task
+from evomerge.eval.sources import load_data
+from evomerge.eval.tasks import Task
 from evomerge.io.checkpoint import Checkpoint, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
 from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
-from evomerge.merge.disk import resolve_device
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
 
 
@@ -35,30 +36,6 @@ class NPMergeJobResult:
     output: Path
     losses: list[float]
     test: dict[str, float] = field(default_factory=dict)  # model label -> accuracy
-
-
-def load_data(d: DataConfig, role: str) -> Task:
-    if d.zoo is not None:
-        from evomerge.zoo.data import zoo_task
-
-        task = zoo_task(d.zoo, d.split)  # an unknown name is a one-line ConfigError
-    elif d.lm_eval is not None:
-        from evomerge.eval.lm_eval_tasks import cached_lm_eval_task
-
-        lm = cached_lm_eval_task(d.lm_eval, d.include_path)
-        if lm.test_task.get_config("output_type") != "generate_until":
-            raise ConfigError(f"{role}: lm-eval task {lm.name!r} is not generative; NP Merge "
-                              "learns from answer texts")
-        task = Task(role, tuple(lm.items(d.split)))
-    else:
-        task = load_task(d.file, name=role, **d.options)  # type: ignore[arg-type]
-    if d.ids is not None:
-        task = task.subset(d.ids)
-    if d.limit is not None:
-        task = task.subset([it.id for it in task.items[: d.limit]])
-    if not task.items:
-        raise ConfigError(f"{role}: no items")
-    return task
 
 
 def _check_models(paths: list[str]) -> None:

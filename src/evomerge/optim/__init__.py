@@ -1,5 +1,6 @@
-"""Optimizers behind one ask/tell interface."""
+"""Optimizers behind one ask/tell contract (optim/base.py); each registered in
+``OPTIMIZERS`` under its config ``name``."""
 
-from evomerge.optim.ask_tell import OPTIMIZERS, AskTell, make_optimizer
+from evomerge.optim.base import OPTIMIZERS, Optimizer, SearchContext, Termination, Trial
 
-__all__ = ["OPTIMIZERS", "AskTell", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Optimizer", "SearchContext", "Termination", "Trial"]

@@ -3,8 +3,9 @@
 from the search space's genes (categorical and conditional genes included), and several
 objectives go through ParEGO.
 
-``ask()`` returns (genome, budget); ``tell(costs)`` answers the last ask. With a fixed seed,
-the sequence of asks depends only on the costs told, so resume-by-replay stays exact.
+``ask()`` returns as many trials as the backend evaluates at once, each a genome and its
+budget; ``tell`` answers them in order. With a fixed seed, the sequence of asks depends only
+on the costs told, so resume-by-replay stays exact.
 """
 
 from __future__ import annotations
@@ -12,11 +13,20 @@ from __future__ import annotations
 import logging
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from evomerge.errors import ConfigError
+from evomerge.optim.base import (
+    OPTIMIZERS,
+    Optimizer,
+    OptimizerOptions,
+    SearchContext,
+    Termination,
+    Trial,
+)
 from evomerge.spaces.base import Gene
 
 _SCENARIO_TRIALS = 1_000_000
@@ -50,15 +60,72 @@ def configuration_space(genes: list[Gene], seed: int) -> Any:
     return cs
 
 
-class SMACAskTell:
+class SMACOptions(OptimizerOptions):
+    name: Literal["smac"] = "smac"
+    # the fidelity is a number of search items per task, from min_items to max_items
+    # (default: 100 to 1000, scaled down to the smallest task's search split)
+    eta: int = Field(default=3, ge=2)  # Hyperband's reduction factor
+    min_items: int | None = Field(default=None, ge=1)
+    max_items: int | None = Field(default=None, ge=1)
+    trials: int | None = Field(default=None, ge=1)  # default pop_size * generations
+
+
+def _import_smac() -> None:
+    try:
+        import smac  # noqa: F401
+    except ImportError:
+        raise ConfigError("optimizer smac needs SMAC3: pip install 'evomerge[smac]'") from None
+
+
+@OPTIMIZERS.register("smac")
+class SMACAskTell(Optimizer):
+    Options = SMACOptions
+    multi_objective = True  # ParEGO
+
+    @classmethod
+    def check(cls, options: Any, ctx: SearchContext) -> None:
+        super().check(options, ctx)
+        cls.budgets(options, ctx)
+        _import_smac()
+
+    @classmethod
+    def budgets(cls, options: Any, ctx: SearchContext) -> tuple[int, int]:
+        """(min, max) items per task: 100 to 1000 by default, scaled to the smallest task's
+        search split."""
+        n = ctx.n_items
+        hi = options.max_items or min(1000, n)
+        lo = options.min_items or max(1, round(hi * 100 / 1000))
+        if hi > n:
+            raise ConfigError(f"max_items {hi} exceeds the {n} search items of the smallest task")
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"min_items {lo} must lie in [1, max_items {hi}]")
+        return lo, hi
+
+    @classmethod
+    def termination(cls, options: Any) -> Termination:
+        return Termination(trials=cls._n_trials(options), item_budget=options.item_budget,
+                           patience=options.patience)
+
+    @staticmethod
+    def _n_trials(options: Any) -> int:
+        return int(options.trials or options.pop_size * options.generations)
+
+    @classmethod
+    def create(cls, options: Any, ctx: SearchContext,
+               initial: list[np.ndarray] | None = None) -> SMACAskTell:
+        lo, hi = cls.budgets(options, ctx)
+        assert ctx.run_dir is not None
+        return cls(ctx.space.genes, n_obj=ctx.n_obj, min_budget=lo, max_budget=hi,
+                   eta=options.eta, n_trials=cls._n_trials(options), seed=ctx.seed,
+                   initial=initial, output_dir=ctx.run_dir / "smac", slots=ctx.slots)
+
     def __init__(self, genes: list[Gene], *, n_obj: int, min_budget: int, max_budget: int,
                  eta: int = 3, n_trials: int = 10_000, seed: int = 0,
-                 initial: list[np.ndarray] | None = None, output_dir: Path) -> None:
-        try:
-            from smac import MultiFidelityFacade, Scenario
-        except ImportError:
-            raise ConfigError("optimizer smac needs SMAC3: pip install 'evomerge[smac]'"
-                              ) from None
+                 initial: list[np.ndarray] | None = None, output_dir: Path,
+                 slots: int = 1) -> None:
+        _import_smac()
+        from smac import MultiFidelityFacade, Scenario
+
         if not 1 <= min_budget <= max_budget:
             raise ConfigError(f"fidelity bounds [{min_budget}, {max_budget}] are not "
                               "1 <= min <= max items")
@@ -94,8 +161,9 @@ class SMACAskTell:
                                         logging_level=False, **kwargs)
         _deterministic_local_search(self.smac)
         self.n_trials = n_trials
+        self.slots = slots  # trials in flight: asked together, told in order
         self.asked = 0
-        self._info: Any = None
+        self._infos: list[Any] = []
 
     def to_configuration(self, x: np.ndarray) -> Any:
         from ConfigSpace import Configuration
@@ -120,18 +188,26 @@ class SMACAskTell:
                 x.append(float(d.get(g.name, (g.low + g.high) / 2)))
         return np.array(x)
 
-    def ask(self) -> tuple[np.ndarray, int]:
-        with warnings.catch_warnings():  # SMAC's own empty-slice means on early trials
-            warnings.simplefilter("ignore", RuntimeWarning)
-            self._info = self.smac.ask()
-        self.asked += 1
-        return self.to_genome(self._info.config), int(round(self._info.budget))
+    def ask(self) -> list[Trial]:
+        trials = []
+        while len(trials) < self.slots and not self.done:
+            with warnings.catch_warnings():  # SMAC's own empty-slice means on early trials
+                warnings.simplefilter("ignore", RuntimeWarning)
+                info = self.smac.ask()
+            self._infos.append(info)
+            trials.append(Trial(self.to_genome(info.config), self.asked, 0,
+                                int(round(info.budget))))
+            self.asked += 1
+        return trials
 
-    def tell(self, costs: list[float]) -> None:
+    def tell(self, trials: list[Trial], values: np.ndarray) -> None:
         from smac.runhistory.dataclasses import TrialValue
 
-        cost: float | list[float] = costs[0] if len(costs) == 1 else list(costs)
-        self.smac.tell(self._info, TrialValue(cost=cost, time=0.0))
+        infos, self._infos = self._infos[: len(trials)], self._infos[len(trials):]
+        for info, costs in zip(infos, np.asarray(values, dtype=float), strict=True):
+            cost: float | list[float] = (float(costs[0]) if len(costs) == 1
+                                         else [float(c) for c in costs])
+            self.smac.tell(info, TrialValue(cost=cost, time=0.0))
 
     @property
     def done(self) -> bool:

@@ -24,8 +24,9 @@ from evomerge.io.outdir import atomic_write_text
 RUN_INFO = "run.json"
 # key -> "grow": may only increase (None = unlimited counts as the largest); "any": free
 SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
-        "optimizer.item_budget": "grow", "test_top_k": "any", "write_best": "any",
-        "device": "any", "offload": "any", "batch_size": "any", "run_dir": "any"}
+        "optimizer.item_budget": "grow", "optimizer.patience": "grow", "test_top_k": "any",
+        "write_best": "any", "device": "any", "offload": "any", "batch_size": "any",
+        "run_dir": "any"}
 SAFE_PREFIXES = ("backend.",)
 _SAMPLE = 1 << 16
 
@@ -91,7 +92,10 @@ def check_resume(run_dir: Path, config: EvolveConfig) -> None:
                           "the run cannot be resumed safely") from None
     new = _flat(config.model_dump(mode="json"))
     refused, shrunk = [], []
-    for key in sorted(set(old) | set(new)):
+    # a key only the old config has is an option its component no longer declares (runs
+    # written before components had their own options carried every component's options);
+    # the component itself is compared by its name/type key
+    for key in sorted(new):
         a, b = old.get(key), new.get(key)
         if a == b or key.startswith(SAFE_PREFIXES) or SAFE.get(key) == "any":
             continue

@@ -13,48 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from evomerge.config import EvolveConfig, TaskConfig
-from evomerge.errors import ConfigError
+from evomerge.config import EvolveConfig
+from evomerge.device import resolve_device
 from evomerge.eval.evaluator import Evaluator
 from evomerge.eval.prompts import render
-from evomerge.eval.tasks import Task, load_task
+from evomerge.eval.sources import load_task_pair
+from evomerge.eval.sources.lm_eval import lm_eval_task
 from evomerge.io.checkpoint import Checkpoint, TensorDictSource, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
-from evomerge.merge.disk import resolve_device
 from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
 from evomerge.recipe import MergeRecipe
 
 if TYPE_CHECKING:
-    from evomerge.eval.lm_eval_tasks import LMEvalTask
-
-
-def load_task_pair(t: TaskConfig) -> tuple[Task, Task]:
-    """(search split, held-out test split) of one configured task."""
-    if t.lm_eval:
-        return lm_eval_task(t).as_tasks(t.name)
-    if t.zoo:
-        from evomerge.zoo.data import zoo_task
-
-        return (zoo_task(t.zoo, "search", options=t.options, fewshot_from=t.fewshot_from),
-                zoo_task(t.zoo, "test", options=t.options, fewshot_from=t.fewshot_from))
-    if not t.test:
-        raise ConfigError(f"task {t.name}: a held-out test file is required")
-    options = dict(t.options)  # search_split / test_split: splits of one datasets directory
-    splits = {k: options.pop(f"{k}_split", options.get("split")) for k in ("search", "test")}
-    options.pop("split", None)
-    return (load_task(t.search, name=t.name + "/search", fewshot_from=t.fewshot_from,
-                      split=splits["search"], **options),
-            load_task(t.test, name=t.name + "/test", fewshot_from=t.fewshot_from,
-                      split=splits["test"], **options))
-
-
-def lm_eval_task(t: TaskConfig) -> LMEvalTask:
-    """The lm-eval task of a task config, loaded once per process."""
-    from evomerge.eval.lm_eval_tasks import cached_lm_eval_task
-
-    return cached_lm_eval_task(t.lm_eval, t.include_path, t.num_fewshot, t.metric,  # type: ignore[arg-type]
-                               t.search_size, t.test_size, t.split_seed)
+    pass
 
 
 class EvalWorker:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, ClassVar
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import MergeRecipe
+from evomerge.registry import ComponentOptions, Registry
 
 
 @dataclass(frozen=True)
@@ -32,10 +35,57 @@ class Gene:
         return v
 
 
+@dataclass(frozen=True)
+class SpaceInputs:
+    """What a space is built over: the job's merge method, models, base and its depth."""
+
+    method: str
+    models: list[str]
+    base: str
+    num_layers: int
+
+
+class SpaceOptions(ComponentOptions):
+    """The ``space:`` block of an evolve config; ``type`` names the space."""
+
+    type: str
+
+
+class RangeOptions(SpaceOptions):
+    """Bounds of the usual merge parameters (one gene each per model, or per group)."""
+
+    weight: tuple[float, float] = (0.0, 1.0)
+    density: tuple[float, float] = (0.1, 1.0)
+    t: tuple[float, float] = (0.0, 1.0)
+    grid: float | None = Field(default=None, gt=0)  # a discrete step for every gene
+    parameters: dict[str, Any] = {}  # fixed method parameters added to every recipe
+
+    @model_validator(mode="after")
+    def _bounds(self) -> RangeOptions:
+        for name in ("weight", "density", "t"):
+            lo, hi = getattr(self, name)
+            if lo > hi:
+                raise ValueError(f"{name} bounds [{lo}, {hi}] are reversed")
+        for name in ("density", "t"):
+            lo, hi = getattr(self, name)
+            if lo < 0 or hi > 1:
+                raise ValueError(f"{name} bounds [{lo}, {hi}] must lie within [0, 1]")
+        return self
+
+
 class SearchSpace(ABC):
-    """Maps genomes (arrays within ``bounds``) to recipes and back."""
+    """Maps genomes (arrays within ``bounds``) to recipes and back.
+
+    A space is registered under its config ``type`` (``@SPACES.register("name")``), declares
+    its ``Options`` and builds itself from them with ``build``."""
 
     genes: list[Gene]
+    Options: ClassVar[type[SpaceOptions]] = SpaceOptions
+
+    @classmethod
+    @abstractmethod
+    def build(cls, options: Any, inputs: SpaceInputs) -> SearchSpace:
+        """The space for one job from its validated options."""
 
     @cached_property
     def index(self) -> dict[str, int]:
@@ -84,3 +134,11 @@ class SearchSpace(ABC):
     def describe(self) -> list[str]:
         return [f"{g.name} in [{g.low}, {g.high}]" + (f" step {g.step}" if g.step else "")
                 for g in self.genes]
+
+
+def short_name(path: str) -> str:
+    """A model's label in gene names: the last part of its path."""
+    return path.rstrip("/").split("/")[-1]
+
+
+SPACES: Registry[type[SearchSpace]] = Registry("space", "evomerge.spaces")

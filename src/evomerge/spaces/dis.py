@@ -13,19 +13,35 @@ merge/stack.py) and exports it as a stacked checkpoint.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from evomerge.errors import ConfigError
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import Gene, SearchSpace
-from evomerge.spaces.per_model import _short
+from evomerge.spaces.base import SPACES, Gene, SearchSpace, SpaceInputs, SpaceOptions
+from evomerge.spaces.base import short_name as _short
 
 SWITCH = ("off", "on")
 
 
+class DISOptions(SpaceOptions):
+    type: Literal["dis"] = "dis"
+    scale: tuple[float, float] = (0.0, 2.0)  # bounds of each position's output scale
+    repeat: int = Field(default=1, ge=1)  # times each model's layer may appear
+    max_depth: int | None = Field(default=None, ge=1)  # default twice the base's depth
+
+
+@SPACES.register("dis")
 class DISSpace(SearchSpace):
+    Options = DISOptions
+
+    @classmethod
+    def build(cls, options: DISOptions, inputs: SpaceInputs) -> DISSpace:
+        return cls(inputs.models, inputs.base, inputs.num_layers, repeat=options.repeat,
+                   max_depth=options.max_depth, scale=options.scale)
+
     def __init__(self, models: list[str], base: str, num_layers: int, *, repeat: int = 1,
                  max_depth: int | None = None, scale: tuple[float, float] = (0.0, 2.0)) -> None:
         if repeat < 1:

@@ -5,20 +5,36 @@ SLERP genome. The recipe is a list of slices, one per group, with ``{filter, val
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field
 
 from evomerge.errors import ConfigError
+from evomerge.io.naming import GROUP_FILTERS as FILTERS
 from evomerge.merge.registry import get_method
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import Gene, SearchSpace
-from evomerge.spaces.per_model import SPARSE, _short
-
-FILTERS = {"attention": ["self_attn", "attn."], "mlp": ["mlp"]}
+from evomerge.spaces.base import SPACES, Gene, RangeOptions, SearchSpace, SpaceInputs
+from evomerge.spaces.base import short_name as _short
 
 
+class LayerwiseOptions(RangeOptions):
+    type: Literal["layerwise"] = "layerwise"
+    layer_granularity: int = Field(default=1, ge=1)  # layers per group
+    modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
+
+
+@SPACES.register("layerwise")
 class LayerwiseSpace(SearchSpace):
+    Options = LayerwiseOptions
+
+    @classmethod
+    def build(cls, options: LayerwiseOptions, inputs: SpaceInputs) -> LayerwiseSpace:
+        return cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
+                   options.layer_granularity, tuple(options.modules), weight=options.weight,
+                   density=options.density, t=options.t, grid=options.grid,
+                   parameters=options.parameters)
+
     def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
                  layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",
                                                                           "other"),
@@ -40,7 +56,7 @@ class LayerwiseSpace(SearchSpace):
         self.parameters = parameters or {}
         self.groups = num_layers // layer_granularity
         self.per_model = ["t"] if method == "slerp" else (
-            ["weight", "density"] if method in SPARSE else ["weight"])
+            ["weight", "density"] if m.sparse else ["weight"])
         if method == "slerp" and len(self.models) != 1:
             raise ConfigError("search space: slerp merges the base with exactly one model")
         ranges = {"weight": weight, "density": density, "t": t}

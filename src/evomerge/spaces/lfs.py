@@ -17,21 +17,46 @@ per group, each with its own ``merge_method``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import Field, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.io.naming import GROUP_FILTERS as FILTERS
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import Gene, SearchSpace
-from evomerge.spaces.layerwise import FILTERS
-from evomerge.spaces.per_model import _short
+from evomerge.spaces.base import SPACES, Gene, SearchSpace, SpaceInputs, SpaceOptions
+from evomerge.spaces.base import short_name as _short
 
 METHODS = ("linear", "task_arithmetic", "ties", "slerp")
 SUBSETS = ("attention", "mlp", "other")
 
 
+class LFSOptions(SpaceOptions):
+    type: Literal["lfs"] = "lfs"
+    layer_granularity: int = Field(default=1, ge=1)
+    weight: tuple[float, float] = (0.0, 1.0)  # linear weights and task-vector scales
+    density: tuple[float, float] = (0.1, 1.0)  # ties
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LFSOptions:
+        for name, (lo, hi) in (("weight", self.weight), ("density", self.density)):
+            if lo > hi:
+                raise ValueError(f"{name} bounds [{lo}, {hi}] are reversed")
+        if self.density[0] < 0 or self.density[1] > 1:
+            raise ValueError(f"density bounds {list(self.density)} must lie within [0, 1]")
+        return self
+
+
+@SPACES.register("lfs")
 class LFSSpace(SearchSpace):
+    Options = LFSOptions
+
+    @classmethod
+    def build(cls, options: LFSOptions, inputs: SpaceInputs) -> LFSSpace:
+        return cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
+                   weight=options.weight, density=options.density)
+
     def __init__(self, models: list[str], base: str, num_layers: int,
                  layer_granularity: int = 1, weight: tuple[float, float] = (0.0, 1.0),
                  density: tuple[float, float] = (0.1, 1.0)) -> None:

@@ -6,20 +6,31 @@ SLERP a single ``t``. Weights of linear merges are normalised by the method itse
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from evomerge.errors import ConfigError
 from evomerge.merge.registry import get_method
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import Gene, SearchSpace
-
-SPARSE = {"ties", "dare_ties", "dare_linear", "breadcrumbs", "breadcrumbs_ties", "della",
-          "della_linear"}
+from evomerge.spaces.base import SPACES, Gene, RangeOptions, SearchSpace, SpaceInputs
+from evomerge.spaces.base import short_name as _short
 
 
+class PerModelOptions(RangeOptions):
+    type: Literal["per_model"] = "per_model"
+
+
+@SPACES.register("per_model")
 class PerModelSpace(SearchSpace):
+    Options = PerModelOptions
+
+    @classmethod
+    def build(cls, options: PerModelOptions, inputs: SpaceInputs) -> PerModelSpace:
+        return cls(inputs.method, inputs.models, inputs.base, weight=options.weight,
+                   density=options.density, t=options.t, grid=options.grid,
+                   parameters=options.parameters)
+
     def __init__(self, method: str, models: list[str], base: str | None = None,
                  weight: tuple[float, float] = (0.0, 1.0),
                  density: tuple[float, float] = (0.1, 1.0),
@@ -38,7 +49,7 @@ class PerModelSpace(SearchSpace):
         else:
             for name in self.models:
                 self.genes.append(Gene(f"{_short(name)}.weight", *weight, grid))
-                if method in SPARSE:
+                if m.sparse:
                     self.genes.append(Gene(f"{_short(name)}.density", *density, grid))
         for g in self.genes:
             if g.low > g.high:
@@ -51,7 +62,7 @@ class PerModelSpace(SearchSpace):
                 "merge_method": "slerp", "base_model": self.base,
                 "models": [{"model": self.base}, {"model": self.models[0]}],
                 "parameters": {"t": float(x[0]), **self.parameters}})
-        per = 2 if self.method in SPARSE else 1
+        per = 2 if get_method(self.method).sparse else 1
         models = []
         for i, name in enumerate(self.models):
             params = {"weight": float(x[i * per])}
@@ -72,7 +83,7 @@ class PerModelSpace(SearchSpace):
         if self.method == "slerp":
             return [self._endpoint(np.array([0.0]), _short(self.base or "base")),
                     self._endpoint(np.array([1.0]), _short(self.models[0]))]
-        per = 2 if self.method in SPARSE else 1
+        per = 2 if get_method(self.method).sparse else 1
         out = []
         for i, name in enumerate(self.models):
             x = np.zeros(self.n_var)
@@ -82,6 +93,3 @@ class PerModelSpace(SearchSpace):
             out.append(self._endpoint(x, _short(name)))
         return out
 
-
-def _short(path: str) -> str:
-    return path.rstrip("/").split("/")[-1]

@@ -1,48 +1,31 @@
-"""Evaluation backends: where the search's merge-and-evaluate jobs run.
-
-``local`` runs them one after another in the search process. ``ray`` keeps one long-lived
-actor per worker slot (each an ``EvalWorker`` that read the models once, from the shared
-path, when it started) and dispatches jobs as actors become free; results are handed back as
-they complete. A job whose actor dies is put back at the head of the queue for the next free
-actor (Ray restarts the dead one), so every job finishes exactly once.
+"""Ray: one long-lived actor per worker slot (each an ``EvalWorker`` that read the models
+once, from the shared path, when it started); jobs are dispatched as actors become free and
+results handed back as they complete. A job whose actor dies is put back at the head of the
+queue for the next free actor (Ray restarts the dead one), so every job finishes exactly
+once.
 """
 
 from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Literal
+
+from pydantic import Field
 
 from evomerge.config import EvolveConfig
 from evomerge.errors import ConfigError, ModelError
+from evomerge.run.backends.base import BACKENDS, Backend, BackendOptions, Job, OnDone
 from evomerge.run.worker import EvalWorker
 
-Job = tuple[dict[str, Any], dict[str, list[str] | None], str]  # recipe, items, split
-OnDone = Callable[[int, dict[str, Any]], None]  # job index, result
 
-
-class Backend(Protocol):
-    def run(self, jobs: list[Job], on_done: OnDone) -> None: ...
-
-    def activity(self) -> str: ...
-
-    def close(self) -> None: ...
-
-
-class LocalBackend:
-    def __init__(self, config: EvolveConfig) -> None:
-        self.worker = EvalWorker(config)
-
-    def run(self, jobs: list[Job], on_done: OnDone) -> None:
-        for i, job in enumerate(jobs):
-            on_done(i, {**self.worker.run(*job), "worker": 0})
-
-    def activity(self) -> str:
-        return ""
-
-    def close(self) -> None:
-        pass
+class RayOptions(BackendOptions):
+    name: Literal["ray"] = "ray"
+    # an existing Ray cluster ("auto", "ray://host:10001"); None: start a local one
+    address: str | None = None
+    workers: int = Field(default=2, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
 
 
 class _Actor:
@@ -58,7 +41,10 @@ class _Actor:
         return os.getpid()
 
 
-class RayBackend:
+@BACKENDS.register("ray")
+class RayBackend(Backend):
+    Options = RayOptions
+
     def __init__(self, config: EvolveConfig) -> None:
         try:
             import ray
@@ -80,7 +66,7 @@ class RayBackend:
         threads = max(1, int(b.cpus_per_worker))
         self.actors = [actor.remote(cfg, threads) for _ in range(b.workers)]
         try:  # every worker has read the models before the search starts
-            self.pids()
+            self.actor_pids = self.pids()  # (as started; Ray gives a restarted one a new pid)
         except Exception as exc:  # a worker's own error (bad model, no CUDA) or a dead node
             for a in self.actors:
                 ray.kill(a)
@@ -128,13 +114,13 @@ class RayBackend:
                         for a in range(len(self.actors)))
         return line + (f" | {self.retried} retried" if self.retried else "")
 
+    @property
+    def slots(self) -> int:
+        return len(self.actors)
+
     def close(self) -> None:
         for a in self.actors:
             self.ray.kill(a)
         self.actors = []
         if self.started:
             self.ray.shutdown()
-
-
-def make_backend(config: EvolveConfig) -> Backend:
-    return RayBackend(config) if config.backend.name == "ray" else LocalBackend(config)

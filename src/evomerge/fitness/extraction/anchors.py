@@ -1,54 +1,18 @@
-"""Choosing the reduced dataset: random, stratified, IRT-clustering and correctness-clustering
-anchors. Seeded; the chosen items and weights are a ``Subset`` saved with the run."""
+"""Anchor points: k-means clusters of items, one representative each, weighted by its
+cluster's size (tinyBenchmarks' IRT anchors, and anchors over calibration correctness)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
-from evomerge.errors import ConfigError
-from evomerge.fitness.estimators import Subset
+from evomerge.fitness.extraction.base import (
+    EXTRACTIONS,
+    Extraction,
+    ExtractionInputs,
+    check_size,
+)
 from evomerge.fitness.irt import IRTModel
-
-
-def _check(n: int, total: int) -> None:
-    if not 0 < n <= total:
-        raise ConfigError(f"subset size {n} must be between 1 and the {total} items")
-
-
-def random_subset(total: int, n: int, seed: int = 0) -> Subset:
-    _check(n, total)
-    items = np.sort(np.random.default_rng(seed).choice(total, size=n, replace=False))
-    return Subset(items=items, weights=np.full(n, 1.0 / n), n_total=total, method="random",
-                  seed=seed)
-
-
-def stratified_subset(strata: Sequence[str], n: int, seed: int = 0) -> Subset:
-    """Proportional allocation over strata (e.g. a metadata field), at least one per stratum
-    where possible; weights make each stratum count by its share of the benchmark."""
-    total = len(strata)
-    _check(n, total)
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(strata)
-    groups = {s: np.flatnonzero(labels == s) for s in sorted(set(strata))}
-    shares = {s: len(g) / total for s, g in groups.items()}
-    alloc = {s: max(1, int(round(shares[s] * n))) for s in groups}
-    while sum(alloc.values()) > n:  # trim the largest allocations first
-        s = max(alloc, key=lambda k: (alloc[k], k))
-        alloc[s] -= 1
-    items, weights = [], []
-    for s, idx in groups.items():
-        k = min(alloc[s], len(idx))
-        if k == 0:
-            continue
-        chosen = rng.choice(idx, size=k, replace=False)
-        items += chosen.tolist()
-        weights += [shares[s] / k] * k
-    w = np.asarray(weights)
-    order = np.argsort(items)
-    return Subset(items=np.asarray(items)[order], weights=(w / w.sum())[order], n_total=total,
-                  method="stratified", seed=seed)
+from evomerge.fitness.subset import Subset
 
 
 def _kmeans_anchors(features: np.ndarray, n: int, seed: int, item_weights: np.ndarray | None
@@ -57,7 +21,7 @@ def _kmeans_anchors(features: np.ndarray, n: int, seed: int, item_weights: np.nd
     from scipy.cluster.vq import kmeans2
 
     total = features.shape[0]
-    _check(n, total)
+    check_size(n, total)
     feats = features.astype(float)
     scale = feats.std(axis=0)
     feats = feats / np.where(scale > 0, scale, 1.0)
@@ -95,3 +59,21 @@ def correctness_anchors(responses: np.ndarray, n: int, seed: int = 0) -> Subset:
     items, weights = _kmeans_anchors(y.T, n, seed, None)
     return Subset(items=items, weights=weights, n_total=y.shape[1],
                   method="correctness_anchors", seed=seed)
+
+
+@EXTRACTIONS.register("irt_anchors")
+class IRTAnchors(Extraction):
+    needs_calibration = True
+
+    def extract(self, inputs: ExtractionInputs, n: int, seed: int) -> Subset:
+        assert inputs.irt is not None
+        return irt_anchors(inputs.irt, n, seed)
+
+
+@EXTRACTIONS.register("correctness_anchors")
+class CorrectnessAnchors(Extraction):
+    needs_calibration = True
+
+    def extract(self, inputs: ExtractionInputs, n: int, seed: int) -> Subset:
+        assert inputs.responses is not None
+        return correctness_anchors(inputs.responses, n, seed)
