@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from evomerge.errors import ConfigError
+from evomerge.io.paths import resolve_relative
 from evomerge.io.text import load_yaml_file
 from evomerge.recipe import format_validation_error
 from evomerge.registry import ComponentOptions
@@ -266,15 +267,7 @@ class NPMergeConfig(_Strict):
 
 
 def _resolve(p: str | None, base_dir: Path) -> str | None:
-    """A path as given when it exists from here or is absolute, else relative to the config
-    file's directory when it exists there."""
-    if p is None:
-        return None
-    path = Path(p).expanduser()
-    if path.is_absolute() or path.exists():
-        return str(path.resolve()) if path.exists() else str(path)
-    cand = base_dir / path
-    return str(cand.resolve()) if cand.exists() else p
+    return None if p is None else resolve_relative(p, base_dir)
 
 
 def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from evomerge.errors import ConfigError
+from evomerge.io.paths import resolve_relative
 from evomerge.io.text import parse_yaml, read_text
 
 Scalar: TypeAlias = bool | int | float | str
@@ -128,7 +129,7 @@ class MergeRecipe(_Strict):
     def with_models_resolved(self, base_dir: Path) -> MergeRecipe:
         """Model paths made absolute: as given if they exist from the CWD, else relative to
         ``base_dir`` (the recipe file's directory)."""
-        mapping = {m: _resolve(m, base_dir) for m in self.referenced_models()}
+        mapping = {m: resolve_relative(m, base_dir) for m in self.referenced_models()}
         data = self.model_dump(mode="python")
 
         def fix(obj: Any) -> Any:
@@ -157,14 +158,6 @@ def _nonfinite(obj: Any, where: str = "") -> str | None:
         if found is not None:
             return found
     return None
-
-
-def _resolve(model: str, base_dir: Path) -> str:
-    p = Path(model).expanduser()
-    if p.is_absolute() or p.exists():
-        return str(p.resolve()) if p.exists() else str(p)
-    candidate = base_dir / p
-    return str(candidate.resolve()) if candidate.exists() else model
 
 
 def load_recipe(source: str | Path | dict[str, Any]) -> MergeRecipe:
