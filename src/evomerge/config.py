@@ -153,6 +153,15 @@ class FitnessConfig(_Strict):
         return self
 
 
+class FinalConfig(_Strict):
+    """The final choice (run/finish.py): the ``top_k`` candidates by estimate (and the Pareto
+    set) are re-scored on the whole search split with the input models and, with
+    ``baselines``, the hand-set recipes; the best on those validation items is the answer."""
+
+    top_k: int = Field(default=8, ge=1)
+    baselines: bool = True
+
+
 class EvolveConfig(_Strict):
     base_model: str
     models: list[str] = Field(min_length=1)
@@ -172,7 +181,8 @@ class EvolveConfig(_Strict):
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
     write_best: bool = True
-    test_top_k: int = Field(default=5, ge=1)
+    final: FinalConfig = FinalConfig()
+    test_top_k: int = Field(default=5, ge=1)  # validated candidates also tested (held-out)
 
     @model_validator(mode="after")
     def _consistent(self) -> EvolveConfig:

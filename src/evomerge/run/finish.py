@@ -1,5 +1,13 @@
-"""The end of a search: pick the best candidate, test it (with the input models and the
-Pareto set) on the held-out split, write the report and the best checkpoint."""
+"""The end of a search: choose the final merge honestly and report it.
+
+Estimates on a few items carry noise, and the candidate with the highest estimate is the one
+most likely to be overestimated (winner's curse). So the final step re-scores the ``top_k``
+candidates by estimate (and the Pareto set for several tasks) on the whole search split (the
+validation items), together with the input models and the hand-set baselines, and picks by
+validation. Nothing worse on validation than the best baseline is ever returned: when no
+candidate beats it, the run says so and returns the baseline. The chosen merge, the other
+contenders and the baselines are then tested on the held-out split.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +19,8 @@ import numpy as np
 
 from evomerge.errors import EvomergeError
 from evomerge.recipe import MergeRecipe
-from evomerge.run.evaluations import EvalJob, Evaluations
+from evomerge.run.baselines import hand_set_recipes, input_recipes
+from evomerge.run.evaluations import EvalJob, EvalRecord, Evaluations
 from evomerge.run.search import TaskState
 
 
@@ -19,19 +28,32 @@ from evomerge.run.search import TaskState
 class EvolveResult:
     run_dir: Path
     best_recipe: MergeRecipe
-    best_estimate: dict[str, float]
-    test: dict[str, dict[str, float]]  # label -> task -> held-out accuracy
+    best_estimate: dict[str, float]  # the chosen candidate's estimates ({} for a baseline)
+    test: dict[str, dict[str, float]]  # label -> task -> held-out accuracy ("best": chosen)
     pareto: list[dict[str, Any]] = field(default_factory=list)
     evaluations: int = 0
     new_evaluations: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # what the user should know about the run
+    # every contender of the final step: label, role (input / baseline / candidate), recipe,
+    # estimates, validation and test accuracy per task; "chosen" marks the answer
+    final: list[dict[str, Any]] = field(default_factory=list)
+    chosen: str = "best"  # the label of the final answer among ``final``
 
 
-def model_recipe(model: str) -> MergeRecipe:
-    """The recipe that reproduces one input model unchanged (an endpoint)."""
-    return MergeRecipe.model_validate({"merge_method": "passthrough",
-                                       "models": [{"model": model}]})
+@dataclass
+class Contender:
+    label: str
+    role: str  # input | baseline | candidate
+    recipe: MergeRecipe
+    estimates: dict[str, float] | None = None
+    index: int | None = None  # candidates: position among the ranked candidate records
+    validation: dict[str, float] = field(default_factory=dict)
+    test: dict[str, float] = field(default_factory=dict)
+
+    def score(self) -> float:
+        """What the final choice maximises: mean validation accuracy over the tasks."""
+        return float(np.mean(list(self.validation.values())))
 
 
 def pareto_front(points: np.ndarray) -> np.ndarray:
@@ -44,11 +66,10 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.sort(np.asarray(front, dtype=int))
 
 
-def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
-           history: list[dict[str, Any]], notes: list[str]) -> EvolveResult:
-    store = evals.store
+def _ranked_candidates(evals: Evaluations, names: list[str]) -> list[EvalRecord]:
     # in the order the optimizer asked for them, whatever order the workers finished in
-    cands = sorted(store.of_kind("candidate"), key=lambda r: (r["generation"], r.get("index", 0)))
+    cands = sorted(evals.store.of_kind("candidate"),
+                   key=lambda r: (r["generation"], r.get("index", 0)))
     if not cands:
         why = evals.failures[0] if evals.failures else "the space rejected every genome"
         raise EvomergeError(f"no candidate could be merged and evaluated ({len(evals.failures)}"
@@ -56,43 +77,112 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
     if any("budget" in r for r in cands):  # multi-fidelity: rank at the highest budget seen
         top = max(r.get("budget", 0) for r in cands)
         cands = [r for r in cands if r.get("budget", 0) == top]
+    return cands  # type: ignore[return-value]
+
+
+def _full_search(evals: Evaluations, contenders: list[Contender]) -> None:
+    """Each contender's accuracy on the whole search split: from its calibration record when
+    it has one (the input models usually do), else a validation evaluation. A hand-set
+    baseline the models cannot take (e.g. SLERP across shapes) is dropped; any other failure
+    (an item beyond the context, say) is the user's to see."""
+    for tolerant in (False, True):
+        group = [c for c in contenders if (c.role == "baseline") == tolerant]
+        jobs, owners = [], []
+        for c in group:
+            key, _ = EvalJob("calibration", c.recipe, {}).key()
+            rec = evals.store.get(key)
+            if rec is not None:
+                c.validation = {t: r["accuracy"] for t, r in rec["tasks"].items()}
+            else:
+                jobs.append(EvalJob("validation", c.recipe, {}))
+                owners.append(c)
+        recs: list[EvalRecord | None] = (
+            evals.run_tolerant(jobs, "validation", lambda: "whole search split",
+                               lambda *_: {}) if tolerant
+            else list(evals.run(jobs, "validation", lambda: "whole search split")))
+        for c, rec in zip(owners, recs, strict=True):
+            if rec is not None:
+                c.validation = {t: r["accuracy"] for t, r in rec["tasks"].items()}
+    contenders[:] = [c for c in contenders if c.validation]
+
+
+def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
+           history: list[dict[str, Any]], notes: list[str]) -> EvolveResult:
     names = [ts.name for ts in tasks]
+    cands = _ranked_candidates(evals, names)
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
-    order = np.argsort(-est[:, 0], kind="stable")
-    best = cands[int(order[0])]
-    best_recipe = MergeRecipe.model_validate(best["recipe"])
-    # held-out test: endpoints, the best candidates (and the Pareto set)
-    to_test = {"base": model_recipe(cfg.base_model)}
-    to_test.update({Path(m).name: model_recipe(m) for m in cfg.models})
+    order = np.argsort(-est.mean(axis=1), kind="stable")
     pareto_idx = pareto_front(est) if len(names) > 1 else np.array([order[0]])
-    picked = list(dict.fromkeys([*order[: cfg.test_top_k].tolist(), *pareto_idx.tolist()]))
-    candidate_label = {i: "best" if rank == 0 else f"candidate {i}"
-                       for rank, i in enumerate(picked)}
-    to_test.update({label: MergeRecipe.model_validate(cands[i]["recipe"])
-                    for i, label in candidate_label.items()})
-    recs = evals.run([EvalJob("test", r, {}, "test") for r in to_test.values()], "test")
-    test = {label: {n: rec["tasks"][n]["accuracy"] for n in names}
-            for label, rec in zip(to_test, recs, strict=True)}
-    test_points = [(est[i].tolist(), [test[label][n] for n in names])
-                   for i, label in candidate_label.items()]
+    picked: list[int] = []
+    texts: set[str] = set()  # a recipe asked twice is one contender
+    for i in [*order.tolist(), *pareto_idx.tolist()]:
+        text = MergeRecipe.model_validate(cands[i]["recipe"]).model_dump_json(exclude_none=True)
+        if text not in texts and (len(picked) < cfg.final.top_k or i in pareto_idx):
+            texts.add(text)
+            picked.append(i)
+    contenders = [Contender(label, "input", r) for label, r in
+                  input_recipes(cfg.base_model, cfg.models).items()]
+    if cfg.final.baselines:
+        contenders += [Contender(label, "baseline", r) for label, r in
+                       hand_set_recipes(cfg.base_model, cfg.models).items()]
+    contenders += [Contender(f"candidate {i}", "candidate",
+                             MergeRecipe.model_validate(cands[i]["recipe"]), cands[i]["estimates"],
+                             index=i) for i in picked]
+    _full_search(evals, contenders)
+    notes = list(notes)
+    chosen = _choose(contenders, notes)
+    # held-out test: the inputs, the baselines, the chosen one and the best others
+    ranked = sorted((c for c in contenders if c.role == "candidate"), key=lambda c: -c.score())
+    tested = [c for c in contenders if c.role != "candidate"] + [
+        c for k, c in enumerate(ranked) if c is chosen or k < cfg.test_top_k
+        or c.index in pareto_idx]
+    recs = evals.run([EvalJob("test", c.recipe, {}, "test") for c in tested], "test")
+    for c, rec in zip(tested, recs, strict=True):
+        c.test = {n: rec["tasks"][n]["accuracy"] for n in names}
+    # "best" is the answer; a chosen baseline keeps its own row too
+    test = {"best": chosen.test, **{c.label: c.test for c in tested
+                                    if c is not chosen or c.role != "candidate"}}
+    points = [(c.estimates, c.test) for c in tested if c.estimates is not None]
     pareto = [{"recipe": cands[i]["recipe"], "estimates": cands[i]["estimates"]}
               for i in pareto_idx]
-    result = EvolveResult(run_dir=run_dir, best_recipe=best_recipe,
-                          best_estimate=best["estimates"], test=test, pareto=pareto,
-                          evaluations=len(store.records), new_evaluations=evals.new,
-                          history=history, notes=list(notes))
+    result = EvolveResult(
+        run_dir=run_dir, best_recipe=chosen.recipe, best_estimate=chosen.estimates or {},
+        test=test, pareto=pareto, evaluations=len(evals.store.records),
+        new_evaluations=evals.new, history=history, notes=notes,
+        final=[{"label": c.label, "role": c.role, "chosen": c is chosen,
+                "estimates": c.estimates, "validation": c.validation, "test": c.test,
+                "recipe": c.recipe.model_dump(mode="json", exclude_none=True)}
+               for c in contenders], chosen=chosen.label)
     from evomerge.run.report import write_report
 
-    write_report(result, names, est, test_points)
+    write_report(result, names, est,
+                 [([p[0][n] for n in names], [p[1][n] for n in names]) for p in points if p[1]])
     best_dir = run_dir / "best"
-    if cfg.write_best and _stored_recipe(best_dir) != best_recipe:  # new, or an older best
+    if cfg.write_best and _stored_recipe(best_dir) != chosen.recipe:  # new, or an older best
         from evomerge.merge.disk import merge_to_disk
 
         # stored in the precision it was searched and tested in, so the checkpoint scores
         # what the report says (rounding to the base's float16 moved answers)
-        merge_to_disk(best_recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype,
+        merge_to_disk(chosen.recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype,
                       out_dtype=cfg.dtype, force=True)
     return result
+
+
+def _choose(contenders: list[Contender], notes: list[str]) -> Contender:
+    """The candidate best on validation, unless no candidate beats the best baseline (input
+    models included): then that baseline, said plainly."""
+    cands = [c for c in contenders if c.role == "candidate"]
+    others = [c for c in contenders if c.role != "candidate"]
+    best_c = max(cands, key=Contender.score)  # stable: the higher estimate wins a tie
+    if not others:
+        return best_c
+    best_b = max(others, key=Contender.score)
+    if best_c.score() > best_b.score():
+        return best_c
+    notes.append(f"no evolved candidate beat {best_b.role} {best_b.label!r} on the validation "
+                 f"items (best candidate {100 * best_c.score():.1f} %, {best_b.label} "
+                 f"{100 * best_b.score():.1f} %): the result is {best_b.label}")
+    return best_b
 
 
 def _stored_recipe(model_dir: Path) -> MergeRecipe | None:

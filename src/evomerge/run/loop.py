@@ -38,8 +38,9 @@ from evomerge.io.outdir import (
 from evomerge.merge.registry import get_method
 from evomerge.optim import OPTIMIZERS, SearchContext
 from evomerge.run.backends import make_backend
+from evomerge.run.baselines import model_recipe
 from evomerge.run.evaluations import EvalJob, Evaluations, Progress
-from evomerge.run.finish import EvolveResult, finish, model_recipe
+from evomerge.run.finish import EvolveResult, finish
 from evomerge.run.resume import check_resume, write_run_info
 from evomerge.run.search import Search, TaskState
 from evomerge.run.store import LOCK_FILE, RECORD_FILE, RunLock, RunStore

@@ -67,9 +67,15 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         fig.savefig(out / "estimated_vs_test.png", dpi=120)
         plt.close(fig)
     lines = ["# evomerge run", "", f"Evaluations recorded: {result.evaluations} "
-             f"({result.new_evaluations} in this session).", "",
-             "## Held-out test accuracy", "",
-             "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+             f"({result.new_evaluations} in this session).", ""]
+    if result.final:
+        lines += ["## Final choice", "",
+                  "The top candidates by estimate, the input models and the hand-set baselines, "
+                  "re-scored on the whole search split (validation); the answer (**bold**) is "
+                  "the best there. Test: the held-out split. Accuracy in %.", "",
+                  *final_table(result.final, tasks), ""]
+    lines += ["## Held-out test accuracy", "",
+              "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for label, accs in result.test.items():
         lines.append(f"| {label} | " + " | ".join(f"{100 * accs[t]:.1f}" for t in tasks) + " |")
     if result.notes:
@@ -80,8 +86,27 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     atomic_write_text(out / "result.json", json.dumps(
         {"best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
-         "best_estimate": result.best_estimate, "test": result.test, "history": result.history,
+         "best_estimate": result.best_estimate, "chosen": result.chosen,
+         "test": result.test, "final": result.final, "history": result.history,
          "pareto": result.pareto, "notes": result.notes}, indent=2))
+
+
+def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """Markdown rows: contender, role, then estimate / validation / test per task."""
+    def pct(v: float | None) -> str:
+        return "" if v is None else f"{100 * v:.1f}"
+
+    head = ["model", "role"] + [f"{k} {t}" if len(tasks) > 1 else k for t in tasks
+                                for k in ("estimate", "validation", "test")]
+    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row in sorted(final, key=lambda r: (not r["chosen"], r["role"] != "candidate",
+                                            -np.mean(list(r["validation"].values())))):
+        cells = [f"**{row['label']}**" if row["chosen"] else row["label"], row["role"]]
+        for t in tasks:
+            cells += [pct((row["estimates"] or {}).get(t)), pct(row["validation"].get(t)),
+                      pct(row["test"].get(t))]
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:

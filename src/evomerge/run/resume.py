@@ -7,7 +7,7 @@ setting that changes any of that (models, method, space, tasks, fitness, seed, d
 optimizer's algorithm) would mix incompatible answers, so it is refused with the keys named.
 Extensions are allowed: more generations or trials, a larger item budget, and settings that
 only decide where or how fast evaluations run (device, backend, batch size, offload) or what
-is done at the end (test_top_k, write_best).
+is done at the end (final, test_top_k, write_best).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ RUN_INFO = "run.json"
 SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
         "optimizer.item_budget": "grow", "optimizer.patience": "grow", "test_top_k": "any",
         "write_best": "any", "device": "any", "offload": "any", "batch_size": "any",
-        "run_dir": "any"}
+        "run_dir": "any", "final.top_k": "any", "final.baselines": "any"}
 SAFE_PREFIXES = ("backend.",)
 _SAMPLE = 1 << 16
 
