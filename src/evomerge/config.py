@@ -59,6 +59,15 @@ def _component(kind: str, key: str, default: str) -> Any:
             raise ValueError(str(exc)) from None
         return cls.Options.model_validate({**value, key: name})
 
+    def options_of(value: Any) -> type[BaseModel] | None:
+        """The options model a block of this kind validates with (for suggestions)."""
+        name = value.get(key, default) if isinstance(value, dict) else default
+        try:
+            return _registry(kind).get(name).Options
+        except ConfigError:
+            return None
+
+    validate.options_of = options_of  # type: ignore[attr-defined]
     return Annotated[SerializeAsAny[ComponentOptions], BeforeValidator(validate),
                      Field(default_factory=lambda: validate({}))]
 
@@ -295,7 +304,42 @@ def _load(model: type[Any], source: str | Path | dict[str, Any]) -> Any:
     try:
         return model.model_validate(data).resolved(base_dir)
     except ValidationError as exc:
-        raise ConfigError(f"invalid config: {format_validation_error(exc)}") from None
+        raise ConfigError(f"invalid config: {format_validation_error(exc)}"
+                          f"{_suggestion(model, exc, data)}") from None
+
+
+def _suggestion(model: type[BaseModel], exc: ValidationError, data: Any) -> str:
+    """For an unknown key (the first error): the closest key that is allowed there."""
+    import difflib
+    import typing
+
+    err = exc.errors()[0]
+    if err.get("type") != "extra_forbidden":
+        return ""
+    loc = [p for p in err.get("loc", ()) if not str(p).startswith("function-")]
+    cls: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            data = data[part] if isinstance(data, list) and part < len(data) else None
+            continue
+        field = getattr(cls, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        data = data.get(part) if isinstance(data, dict) else None
+        finder = next((getattr(m.func, "options_of", None) for m in field.metadata
+                       if hasattr(m, "func")), None)
+        if finder is not None:
+            cls = finder(data)
+        else:
+            ann = field.annotation
+            args = [a for a in typing.get_args(ann) if isinstance(a, type)]
+            cls = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else next(
+                (a for a in args if issubclass(a, BaseModel)), None)
+        if cls is None:
+            return ""
+    known = list(getattr(cls, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(known)})"
 
 
 def load_np_merge_config(source: str | Path | dict[str, Any]) -> NPMergeConfig:
