@@ -158,8 +158,8 @@ def _check_best_checkpoint_scores(run_dir: Path, result: object, dtype: torch.dt
 
 @pytest.mark.parametrize("change, message", [
     ({"optimizer": {"name": "annealing"}}, "unknown optimizer 'annealing'"),
-    ({"optimiser": {"name": "ga"}}, "optimiser: Extra inputs .* did you mean 'optimizer'"),
-    ({"optimizer": {"name": "smac", "etaa": 3}}, "optimizer.etaa: .* did you mean 'eta'"),
+    ({"optimiser": {"name": "ga"}}, "optimiser: Extra inputs .*did you mean 'optimizer'"),
+    ({"optimizer": {"name": "smac", "etaa": 3}}, "optimizer.etaa: .*did you mean 'eta'"),
     ({"space": {"type": "layerwise", "granularity": 2}}, "did you mean 'layer_granularity'"),
     ({"merge_method": "tis"}, "unknown merge method"),
     ({"space": {"weight": [2, 0]}}, "reversed"),
