@@ -139,8 +139,12 @@ class TaskConfig(_Strict):
 
 class FitnessConfig(_Strict):
     subset_size: int = Field(default=20, ge=1)
-    # names in fitness.extraction.EXTRACTIONS and fitness.estimators.ESTIMATORS
-    extraction: Annotated[str, AfterValidator(lambda v: _registered("extraction", v))] = "random"
+    # names in fitness.extraction.EXTRACTIONS and fitness.estimators.ESTIMATORS; extraction
+    # "auto": IRT anchors when the estimator fits an IRT model anyway, else random items
+    # (the MERGE3 table in docs/estimators.md: anchors beat random items for every IRT
+    # estimator on 20 items)
+    extraction: Annotated[str, AfterValidator(
+        lambda v: v if v == "auto" else _registered("extraction", v))] = "auto"
     stratify_by: str | None = None  # the item metadata field of stratified extraction
     estimator: Annotated[str, AfterValidator(lambda v: _registered("estimator", v))] = "gmpirt"
     delta: float | Literal["auto"] = 0.5

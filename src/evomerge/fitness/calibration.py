@@ -31,10 +31,18 @@ class TaskFitness:
     irt: IRTModel | None = None
 
 
+def extraction_of(f: FitnessConfig) -> str:
+    """The extraction to use: as configured, or for "auto" IRT anchors when the estimator
+    fits an IRT model anyway (no extra cost) and random items otherwise."""
+    if f.extraction != "auto":
+        return f.extraction
+    return "irt_anchors" if ESTIMATORS.get(f.estimator).needs_irt else "random"
+
+
 def needs_calibration(f: FitnessConfig) -> bool:
     """Whether the run must first evaluate calibration recipes on the whole search split."""
     return ESTIMATORS.get(f.estimator).needs_irt or EXTRACTIONS.get(
-        f.extraction).needs_calibration
+        extraction_of(f)).needs_calibration
 
 
 def check_fitness(f: FitnessConfig, task_sizes: dict[str, int]) -> None:
@@ -48,7 +56,7 @@ def check_fitness(f: FitnessConfig, task_sizes: dict[str, int]) -> None:
             raise ConfigError(f"fitness.responses names task {task_name!r}, which is not "
                               f"one of the tasks ({', '.join(task_sizes)})")
         load_responses(path, task_sizes[task_name])
-    if EXTRACTIONS.get(f.extraction).needs_strata and not f.stratify_by:
+    if EXTRACTIONS.get(extraction_of(f)).needs_strata and not f.stratify_by:
         raise ConfigError(f"{f.extraction} extraction needs stratify_by (a metadata field)")
 
 
@@ -64,7 +72,7 @@ def calibrate_task(f: FitnessConfig, seed: int, task_name: str, strata: list[str
         dims = f.irt_dims if f.irt_kind == "mirt" else 1
         irt, _ = fit_irt(full, kind=f.irt_kind, dims=dims, seed=seed)
     inputs = ExtractionInputs(total=n_total, strata=strata, irt=irt, responses=full)
-    subset = EXTRACTIONS.get(f.extraction)().extract(inputs, f.subset_size, seed)
+    subset = EXTRACTIONS.get(extraction_of(f))().extract(inputs, f.subset_size, seed)
     cls = ESTIMATORS.get(f.estimator)
     thetas = None
     if cls.needs_endpoints:
