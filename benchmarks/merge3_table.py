@@ -1,6 +1,7 @@
 """The MERGE3 end-to-end table: which fitness gives the best final merge, at what cost.
 
-    python benchmarks/merge3_table.py [--seeds 5] [--targets cross_lingual,multi_task]
+    OMP_NUM_THREADS=1 python benchmarks/merge3_table.py [--seeds 5] [--targets ...] [--only ...]
+    python benchmarks/merge3_table.py --markdown     # the table in docs/estimators.md
 
 Every variant is a whole ``evomerge.evolve`` run on the committed zoo with the same search
 (per-model task-arithmetic weights in [0, 2], GA population 16, 8 generations; SMAC: 128
