@@ -141,7 +141,7 @@ class FitnessConfig(_Strict):
     subset_size: int = Field(default=20, ge=1)
     # names in fitness.extraction.EXTRACTIONS and fitness.estimators.ESTIMATORS; extraction
     # "auto": IRT anchors when the estimator fits an IRT model anyway, else random items
-    # (the MERGE3 table in docs/estimators.md: anchors beat random items for every IRT
+    # (the MERGE3 table in docs/estimators.md: anchors beat random items for the IRT
     # estimator on 20 items)
     extraction: Annotated[str, AfterValidator(
         lambda v: v if v == "auto" else _registered("extraction", v))] = "auto"
