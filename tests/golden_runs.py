@@ -14,7 +14,9 @@ from evomerge.run.loop import evolve
 from evomerge.zoo.manifest import ZOO_DIR
 
 GOLDEN = Path(__file__).parent / "data" / "golden_runs.json"
-VOLATILE = ("seconds", "worker")  # wall time and which worker: not part of the result
+# wall time, which worker, and the key (a hash over recipes that hold absolute model paths):
+# not part of the result; paths are written relative to the zoo, so any checkout compares
+VOLATILE = ("seconds", "worker", "key")
 
 
 def configs(run_root: Path) -> dict[str, dict[str, Any]]:
@@ -66,7 +68,7 @@ def run_all(run_root: Path) -> dict[str, Any]:
             "best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
             "test": result.test, "history": result.history,
         }
-    return out
+    return json.loads(json.dumps(out).replace(str(ZOO_DIR), "<zoo>"))
 
 
 if __name__ == "__main__":
