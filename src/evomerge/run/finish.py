@@ -48,6 +48,7 @@ class Contender:
     recipe: MergeRecipe
     estimates: dict[str, float] | None = None
     index: int | None = None  # candidates: position among the ranked candidate records
+    record: EvalRecord | None = None  # candidates: their search record
     validation: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
 
@@ -80,9 +81,11 @@ def _ranked_candidates(evals: Evaluations, names: list[str]) -> list[EvalRecord]
     return cands  # type: ignore[return-value]
 
 
-def _full_search(evals: Evaluations, contenders: list[Contender]) -> None:
+def _full_search(evals: Evaluations, contenders: list[Contender], sizes: dict[str, int]
+                 ) -> None:
     """Each contender's accuracy on the whole search split: from its calibration record when
-    it has one (the input models usually do), else a validation evaluation. A hand-set
+    it has one (the input models usually do), or its candidate record when the fitness
+    already covered the whole split, else a validation evaluation. A hand-set
     baseline the models cannot take (e.g. SLERP across shapes) is dropped; any other failure
     (an item beyond the context, say) is the user's to see."""
     for tolerant in (False, True):
@@ -91,6 +94,9 @@ def _full_search(evals: Evaluations, contenders: list[Contender]) -> None:
         for c in group:
             key, _ = EvalJob("calibration", c.recipe, {}).key()
             rec = evals.store.get(key)
+            if rec is None and c.record is not None and all(
+                    len(set(c.record["tasks"][t]["ids"])) == n for t, n in sizes.items()):
+                rec = c.record
             if rec is not None:
                 c.validation = {t: r["accuracy"] for t, r in rec["tasks"].items()}
             else:
@@ -127,8 +133,8 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
                        hand_set_recipes(cfg.base_model, cfg.models).items()]
     contenders += [Contender(f"candidate {i}", "candidate",
                              MergeRecipe.model_validate(cands[i]["recipe"]), cands[i]["estimates"],
-                             index=i) for i in picked]
-    _full_search(evals, contenders)
+                             index=i, record=cands[i]) for i in picked]
+    _full_search(evals, contenders, {ts.name: len(ts.search.items) for ts in tasks})
     notes = list(notes)
     chosen = _choose(contenders, notes)
     # held-out test: the inputs, the baselines, the chosen one and the best others
