@@ -12,7 +12,7 @@ def demo_config(run_dir: Path, zoo: Path = ZOO_DIR) -> EvolveConfig:
     """Evolve task-arithmetic weights of the English math expert and the Italian language
     expert for arithmetic asked in Italian. Fitness = accuracy on the whole 240-item search
     split: on this zoo an evaluation costs milliseconds, and the MERGE3 table
-    (docs/estimators.md) shows it gives the best final merge in the demo's time; the final
+    (docs/estimators.md) shows it gives the best final merge (about 16 s in all); the final
     choice re-scores the top 8 with the input models and hand-set baselines."""
     if not (zoo / MANIFEST).exists():  # only a source checkout without the committed zoo
         from evomerge.zoo.build import build_zoo
