@@ -178,22 +178,17 @@ def report(
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 
+    from evomerge.run.report import final_columns, final_rows
+
     names = list(next(iter(result.test.values())))
     if result.final:  # estimate, validation and test of every contender of the final choice
         table = Table(title="final choice: accuracy (%) on the search subset (estimate), the "
                       "whole search split (validation) and the held-out test split")
         table.add_column("model")
         table.add_column("role")
-        for n in names:
-            for k in ("estimate", "validation", "test"):
-                table.add_column(f"{k} {n}" if len(names) > 1 else k, justify="right")
-        rows = sorted(result.final, key=lambda r: (not r["chosen"], r["role"] != "candidate",
-                                                   -sum(r["validation"].values())))
-        for r in rows:
-            cells = []
-            for n in names:
-                cells += [f"{100 * v:.1f}" if v is not None else "" for v in (
-                    (r["estimates"] or {}).get(n), r["validation"].get(n), r["test"].get(n))]
+        for column in final_columns(names):
+            table.add_column(column, justify="right")
+        for r, cells in final_rows(result.final, names):
             table.add_row(("* " if r["chosen"] else "") + r["label"], r["role"], *cells)
     else:
         table = Table(title="held-out test accuracy (%)")

@@ -73,27 +73,21 @@ def _component(kind: str, key: str, default: str) -> Any:
 
 
 def _registry(kind: str) -> Any:
-    """Imported when first needed: the components import this module's neighbours."""
-    if kind == "space":
-        from evomerge.spaces.base import SPACES
-
-        return SPACES
-    if kind == "optimizer":
-        from evomerge.optim.base import OPTIMIZERS
-
-        return OPTIMIZERS
+    """The registry of a component kind, imported when first needed (the components import
+    this module's neighbours)."""
+    from evomerge.fitness.estimators import ESTIMATORS
+    from evomerge.fitness.extraction import EXTRACTIONS
+    from evomerge.optim.base import OPTIMIZERS
     from evomerge.run.backends.base import BACKENDS
+    from evomerge.spaces.base import SPACES
 
-    return BACKENDS
+    return {"space": SPACES, "optimizer": OPTIMIZERS, "backend": BACKENDS,
+            "estimator": ESTIMATORS, "extraction": EXTRACTIONS}[kind]
 
 
 def _registered(kind: str, name: str) -> str:
-    from evomerge.fitness.estimators import ESTIMATORS
-    from evomerge.fitness.extraction import EXTRACTIONS
-
-    registry = {"estimator": ESTIMATORS, "extraction": EXTRACTIONS}[kind]
     try:
-        registry.get(name)
+        _registry(kind).get(name)
     except ConfigError as exc:
         raise ValueError(str(exc)) from None
     return name

@@ -172,8 +172,9 @@ def get_method(name: str) -> MergeMethod:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join(sorted(_REGISTRY))
-        raise ConfigError(f"unknown merge method {name!r} (known: {known})") from None
+        from evomerge.registry import unknown
+
+        raise ConfigError(unknown("merge method", name, sorted(_REGISTRY))) from None
 
 
 def methods() -> dict[str, MergeMethod]:

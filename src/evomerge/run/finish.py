@@ -21,7 +21,7 @@ from evomerge.errors import EvomergeError
 from evomerge.recipe import MergeRecipe
 from evomerge.run.baselines import hand_set_recipes, input_recipes
 from evomerge.run.evaluations import EvalJob, EvalRecord, Evaluations
-from evomerge.run.search import TaskState
+from evomerge.run.search import TaskState, recipe_text
 
 
 @dataclass
@@ -48,7 +48,6 @@ class Contender:
     recipe: MergeRecipe
     estimates: dict[str, float] | None = None
     index: int | None = None  # candidates: position among the ranked candidate records
-    record: EvalRecord | None = None  # candidates: their search record
     validation: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
 
@@ -67,7 +66,11 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
     return np.sort(np.asarray(front, dtype=int))
 
 
-def _ranked_candidates(evals: Evaluations, names: list[str]) -> list[EvalRecord]:
+def _accuracies(rec: EvalRecord) -> dict[str, float]:
+    return {t: r["accuracy"] for t, r in rec["tasks"].items()}
+
+
+def _ranked_candidates(evals: Evaluations) -> list[EvalRecord]:
     # in the order the optimizer asked for them, whatever order the workers finished in
     cands = sorted(evals.store.of_kind("candidate"),
                    key=lambda r: (r["generation"], r.get("index", 0)))
@@ -81,8 +84,8 @@ def _ranked_candidates(evals: Evaluations, names: list[str]) -> list[EvalRecord]
     return cands  # type: ignore[return-value]
 
 
-def _full_search(evals: Evaluations, contenders: list[Contender], sizes: dict[str, int]
-                 ) -> None:
+def _full_search(evals: Evaluations, contenders: list[Contender], cands: list[EvalRecord],
+                 sizes: dict[str, int]) -> None:
     """Each contender's accuracy on the whole search split: from its calibration record when
     it has one (the input models usually do), or its candidate record when the fitness
     already covered the whole split, else a validation evaluation. A hand-set
@@ -94,11 +97,12 @@ def _full_search(evals: Evaluations, contenders: list[Contender], sizes: dict[st
         for c in group:
             key, _ = EvalJob("calibration", c.recipe, {}).key()
             rec = evals.store.get(key)
-            if rec is None and c.record is not None and all(
-                    len(set(c.record["tasks"][t]["ids"])) == n for t, n in sizes.items()):
-                rec = c.record
+            own = cands[c.index] if c.index is not None else None
+            if rec is None and own is not None and all(
+                    len(set(own["tasks"][t]["ids"])) == n for t, n in sizes.items()):
+                rec = own
             if rec is not None:
-                c.validation = {t: r["accuracy"] for t, r in rec["tasks"].items()}
+                c.validation = _accuracies(rec)
             else:
                 jobs.append(EvalJob("validation", c.recipe, {}))
                 owners.append(c)
@@ -108,21 +112,21 @@ def _full_search(evals: Evaluations, contenders: list[Contender], sizes: dict[st
             else list(evals.run(jobs, "validation", lambda: "whole search split")))
         for c, rec in zip(owners, recs, strict=True):
             if rec is not None:
-                c.validation = {t: r["accuracy"] for t, r in rec["tasks"].items()}
+                c.validation = _accuracies(rec)
     contenders[:] = [c for c in contenders if c.validation]
 
 
 def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
            history: list[dict[str, Any]], notes: list[str]) -> EvolveResult:
     names = [ts.name for ts in tasks]
-    cands = _ranked_candidates(evals, names)
+    cands = _ranked_candidates(evals)
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
     order = np.argsort(-est.mean(axis=1), kind="stable")
     pareto_idx = pareto_front(est) if len(names) > 1 else np.array([order[0]])
     picked: list[int] = []
     texts: set[str] = set()  # a recipe asked twice is one contender
     for i in [*order.tolist(), *pareto_idx.tolist()]:
-        text = MergeRecipe.model_validate(cands[i]["recipe"]).model_dump_json(exclude_none=True)
+        text = recipe_text(cands[i]["recipe"])
         if text not in texts and (len(picked) < cfg.final.top_k or i in pareto_idx):
             texts.add(text)
             picked.append(i)
@@ -133,8 +137,8 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
                        hand_set_recipes(cfg.base_model, cfg.models).items()]
     contenders += [Contender(f"candidate {i}", "candidate",
                              MergeRecipe.model_validate(cands[i]["recipe"]), cands[i]["estimates"],
-                             index=i, record=cands[i]) for i in picked]
-    _full_search(evals, contenders, {ts.name: len(ts.search.items) for ts in tasks})
+                             index=i) for i in picked]
+    _full_search(evals, contenders, cands, {ts.name: len(ts.search.items) for ts in tasks})
     notes = list(notes)
     chosen = _choose(contenders, notes)
     # held-out test: the inputs, the baselines, the chosen one and the best others
@@ -144,7 +148,7 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
         or c.index in pareto_idx]
     recs = evals.run([EvalJob("test", c.recipe, {}, "test") for c in tested], "test")
     for c, rec in zip(tested, recs, strict=True):
-        c.test = {n: rec["tasks"][n]["accuracy"] for n in names}
+        c.test = _accuracies(rec)
     # "best" is the answer; a chosen baseline keeps its own row too
     test = {"best": chosen.test, **{c.label: c.test for c in tested
                                     if c is not chosen or c.role != "candidate"}}

@@ -91,22 +91,39 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
          "pareto": result.pareto, "notes": result.notes}, indent=2))
 
 
-def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:
-    """Markdown rows: contender, role, then estimate / validation / test per task."""
+def final_columns(tasks: list[str]) -> list[str]:
+    """Column names of the final choice after model and role: estimate, validation, test
+    per task (the task's name added when there are several)."""
+    return [f"{k} {t}" if len(tasks) > 1 else k for t in tasks
+            for k in ("estimate", "validation", "test")]
+
+
+def final_rows(final: list[dict[str, Any]], tasks: list[str]
+               ) -> list[tuple[dict[str, Any], list[str]]]:
+    """The contenders of the final choice, the answer first, then candidates, then the
+    others, each by validation; with their cells in % (blank where not measured)."""
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.1f}"
 
-    head = ["model", "role"] + [f"{k} {t}" if len(tasks) > 1 else k for t in tasks
-                                for k in ("estimate", "validation", "test")]
-    rows = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    rows = []
     for row in sorted(final, key=lambda r: (not r["chosen"], r["role"] != "candidate",
                                             -np.mean(list(r["validation"].values())))):
-        cells = [f"**{row['label']}**" if row["chosen"] else row["label"], row["role"]]
+        cells: list[str] = []
         for t in tasks:
             cells += [pct((row["estimates"] or {}).get(t)), pct(row["validation"].get(t)),
                       pct(row["test"].get(t))]
-        rows.append("| " + " | ".join(cells) + " |")
+        rows.append((row, cells))
     return rows
+
+
+def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:
+    """Markdown rows: contender, role, then estimate / validation / test per task."""
+    head = ["model", "role", *final_columns(tasks)]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for row, cells in final_rows(final, tasks):
+        label = f"**{row['label']}**" if row["chosen"] else row["label"]
+        lines.append("| " + " | ".join([label, row["role"], *cells]) + " |")
+    return lines
 
 
 def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:

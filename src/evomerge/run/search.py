@@ -148,7 +148,13 @@ class Search:
 
     def remember(self, rec: EvalRecord) -> None:
         self.best_so_far = max(self.best_so_far, rec["estimates"][self.tasks[0].name])
-        text = MergeRecipe.model_validate(rec["recipe"]).model_dump_json(exclude_none=True)
+        text = recipe_text(rec["recipe"])
         for t, res in rec["tasks"].items():
             self.known.setdefault(text, {}).setdefault(t, {}).update(
                 zip(res["ids"], res["correct"], strict=True))
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """One text per recipe, however its record spelled it (defaults, key order): the
+    identity under which answers are shared and candidates counted once."""
+    return MergeRecipe.model_validate(recipe).model_dump_json(exclude_none=True)

@@ -81,14 +81,18 @@ class Estimator(ABC):
         lam = fit_merge_weights(self.irt, self.endpoint_thetas, y, self.subset.items)
         return self._extrapolate(lam @ np.atleast_2d(self.endpoint_thetas), weighted)
 
-    def mix(self, setting: float | str, irt_estimate: Any) -> float:
-        """A fixed mixing weight, or "auto": tinyBenchmarks' shrinkage from the error of
+    def mixed(self, setting: float | str, irt_estimate: Any, y: np.ndarray,
+              weighted: np.ndarray) -> np.ndarray:
+        """``w * weighted + (1 - w) * irt_estimate(y, weighted)`` (gp-IRT, gmp-IRT), with
+        ``w`` fixed, or "auto": tinyBenchmarks' shrinkage from the error of
         ``irt_estimate`` (a method like ``self.pirt``) on the calibration rows."""
         if setting != "auto":
-            return float(setting)
-        if self._auto_mix is None:  # depends only on the subset and the calibration rows
-            self._auto_mix = self._fit_mix(irt_estimate)
-        return self._auto_mix
+            w = float(setting)
+        else:
+            if self._auto_mix is None:  # depends only on the subset and the calibration rows
+                self._auto_mix = self._fit_mix(irt_estimate)
+            w = self._auto_mix
+        return w * weighted + (1 - w) * irt_estimate(y, weighted)
 
     def _fit_mix(self, irt_estimate: Any) -> float:
         if self.calibration is None:

@@ -27,5 +27,4 @@ class GMPIRT(Estimator):
     needs_endpoints = True
 
     def _estimate(self, y: np.ndarray, weighted: np.ndarray) -> np.ndarray:
-        delta = self.mix(self.delta, self.mpirt)
-        return delta * weighted + (1 - delta) * self.mpirt(y, weighted)
+        return self.mixed(self.delta, self.mpirt, y, weighted)

@@ -24,5 +24,4 @@ class GPIRT(Estimator):
     needs_irt = True
 
     def _estimate(self, y: np.ndarray, weighted: np.ndarray) -> np.ndarray:
-        lam = self.mix(self.lam, self.pirt)
-        return lam * weighted + (1 - lam) * self.pirt(y, weighted)
+        return self.mixed(self.lam, self.pirt, y, weighted)
