@@ -184,3 +184,41 @@ def test_example_np_merge_config_is_valid() -> None:
 
     cfg = load_np_merge_config(Path(__file__).parents[1] / "examples" / "np_merge.yaml")
     assert all(Path(m).is_dir() for m in cfg.models) and cfg.data.zoo == "add_it"
+
+
+@pytest.mark.parametrize("where, recipe_change, expected", [
+    ("model", lambda r: r["models"][0]["parameters"].update(densty=0.5),
+     "unknown parameter 'densty' for ties (did you mean 'density'?"),
+    ("recipe", lambda r: r.update(parameters={"lamda": 0.5}),
+     "parameters: unknown parameter 'lamda' for ties (did you mean 'lambda'?"),
+    ("other method", lambda r: r.update(merge_method="task_arithmetic"),
+     "unknown parameter 'density' for task_arithmetic"),
+])
+def test_unknown_recipe_parameter_is_one_line_naming_the_closest(
+        llama: list[Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str,
+        recipe_change, expected: str) -> None:  # noqa: ANN001
+    """mergekit silently merges with the default when a key is misspelt; evomerge refuses."""
+    recipe = ties_recipe(*llama)
+    recipe_change(recipe)
+    path = write_recipe(tmp_path / "r.yaml", recipe)
+    out = tmp_path / "merged"
+    code, err = run_cli(["merge", str(path), "-o", str(out)], capsys)
+    assert code == 2, where
+    assert expected in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_slice_parameters_must_suit_the_slices_own_method(llama: list[Path]) -> None:
+    from evomerge.errors import ConfigError
+    from evomerge.merge.planner import check_parameter_names
+
+    base, ft1, _ = llama
+    src = [{"model": str(base), "layer_range": [0, 4]}, {"model": str(ft1), "layer_range": [0, 4]}]
+    ok = {"merge_method": "linear", "base_model": str(base),
+          "slices": [{"sources": src, "merge_method": "slerp", "parameters": {"t": 0.3}}],
+          "parameters": {"weight": 1.0}}  # recipe-wide: valid for linear, the recipe's method
+    check_parameter_names(load_recipe(ok))
+    bad = {**ok, "slices": [{**ok["slices"][0], "parameters": {"t": 0.3, "weight": 1.0}}]}
+    with pytest.raises(ConfigError, match="slice 0: unknown parameter 'weight' for slerp"):
+        check_parameter_names(load_recipe(bad))

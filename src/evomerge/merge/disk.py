@@ -16,7 +16,7 @@ from evomerge.device import resolve_device
 from evomerge.errors import ConfigError, ModelError
 from evomerge.io.checkpoint import Checkpoint
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
-from evomerge.merge.planner import MergePlan, parse_dtype
+from evomerge.merge.planner import MergePlan, check_parameter_names, parse_dtype
 from evomerge.recipe import MergeRecipe
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -49,6 +49,7 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
     Everything is checked before any directory is written: the output (``force`` replaces
     only a directory evomerge wrote, never one holding an input), the device, every model
     and tensor, the tokenizer source and the free space."""
+    check_parameter_names(recipe)  # a typo fails before anything is opened or written
     out = Path(out).resolve()
     tok_source = tokenizer_source(recipe)
     inputs = [*recipe.referenced_models(), *([tok_source] if tok_source else [])]

@@ -107,6 +107,7 @@ class MergePlan:
             raise ModelError(f"no tensor source given for model {missing[0]!r}")
         out_dtype = out_dtype or parse_dtype(recipe.out_dtype, "out_dtype") or parse_dtype(
             recipe.dtype)
+        check_parameter_names(recipe)
         builder = _Builder(recipe, sources, method, seed, out_dtype)
         tasks, config, reference = (builder.from_slices() if recipe.slices
                                     else builder.from_models())
@@ -173,6 +174,38 @@ class MergePlan:
                 if target is None:
                     raise ModelError(f"the live model has no parameter {task.out.name}")
                 target.copy_(self.compute(task, device, dtype))
+
+
+def check_parameter_names(recipe: MergeRecipe) -> None:
+    """Refuse a parameter no method of the recipe takes (``densty: 0.5``), naming the closest
+    one: mergekit ignores such keys and merges with the default, which a typo should not do.
+    A key in a slice or its sources must suit that slice's method; a recipe-wide key must suit
+    at least one method the recipe uses."""
+    import difflib
+
+    def check(params: Parameters | None, methods: list[MergeMethod], where: str) -> None:
+        valid = sorted({p.name for m in methods for p in m.params()})
+        for key in params or {}:
+            if key in valid:
+                continue
+            close = difflib.get_close_matches(key, valid, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            names = "/".join(sorted({m.name for m in methods}))
+            takes = ", ".join(valid) if valid else "no parameters"
+            raise ConfigError(f"{where}: unknown parameter {key!r} for {names} ({hint}"
+                              f"it takes: {takes})")
+
+    method = get_method(recipe.merge_method)
+    used = [method]
+    for k, s in enumerate(recipe.slices or []):
+        own = get_method(s.merge_method) if s.merge_method else method
+        used.append(own)
+        check(s.parameters, [own], f"slice {k}")
+        for j, src in enumerate(s.sources):
+            check(src.parameters, [own], f"slice {k} source {j} ({src.model})")
+    for m in recipe.models or []:
+        check(m.parameters, [method], f"model {m.model!r}")
+    check(recipe.parameters, used, "parameters")
 
 
 def stable_seed(seed: int, name: str) -> int:
