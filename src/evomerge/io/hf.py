@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from evomerge.errors import ModelError
+from evomerge.io.checkpoint import TensorSource
 
 
 def _why(exc: BaseException) -> str:
@@ -41,3 +42,41 @@ def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> torc
     except Exception as exc:  # transformers raises many types for unusable directories
         raise ModelError(f"model {str(path)!r}: cannot load it as a causal LM: {_why(exc)}"
                          ) from None
+
+
+def live_names(path: str | Path, source: TensorSource) -> dict[str, str]:
+    """Checkpoint tensor name -> the loaded model's parameter name, for the tensors that
+    transformers renames on load (GPT-NeoX's ``embed_out`` is ``lm_head`` in transformers 5);
+    empty when every name is kept. The pairing is by shape among the names that do not
+    match, and only when it is unique. Architectures that transformers converts beyond a
+    rename (Mixtral's experts fused into ``mlp.experts.gate_up_proj``) are refused with one
+    line, before any work: the live merge of a search writes checkpoint tensors into the
+    loaded model by name. Built on the meta device, so nothing is allocated."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(path), trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except Exception as exc:  # transformers raises many types for unusable directories
+        raise ModelError(f"model {str(path)!r}: cannot load it as a causal LM: {_why(exc)}"
+                         ) from None
+    state = model.state_dict()
+    names = source.names()
+    ours = set(names)
+    spare = {n: tuple(t.shape) for n, t in state.items() if n not in ours}
+    renamed: dict[str, str] = {}
+    for name in names:
+        if name in state:
+            continue
+        shape = tuple(source.shape(name))
+        matches = [live for live, s in spare.items() if s == shape]
+        if len(matches) != 1:
+            raise ModelError(
+                f"model {str(path)!r}: transformers converts its tensors on load ({name} is "
+                f"not a parameter of {type(model).__name__}), so searches cannot merge into "
+                "it live yet; `evomerge merge` merges it")
+        renamed[name] = matches[0]
+        del spare[matches[0]]
+    return renamed
+

@@ -31,10 +31,12 @@ def _key(task: TensorTask, method: str) -> tuple[Any, ...]:
 
 class LiveMerger:
     def __init__(self, module: torch.nn.Module, sources: Mapping[str, TensorSource], *,
-                 dtype: torch.dtype = torch.float32, seed: int = 0, offload: bool = False
-                 ) -> None:
+                 dtype: torch.dtype = torch.float32, seed: int = 0, offload: bool = False,
+                 renamed: Mapping[str, str] | None = None) -> None:
         """``offload``: keep task vectors in (pinned, when CUDA is there) CPU memory and
-        stream them to the model's device per tensor, for devices too small to hold them."""
+        stream them to the model's device per tensor, for devices too small to hold them.
+        ``renamed``: checkpoint name -> the module's parameter name where transformers
+        renames on load (``io.hf.live_names``)."""
         self.module = module
         self.sources = sources
         self.dtype = dtype
@@ -42,7 +44,8 @@ class LiveMerger:
         self.device = next(module.parameters()).device
         self.offload = offload
         self.cache_device = torch.device("cpu") if offload else self.device
-        self._state = module.state_dict(keep_vars=True)
+        state = module.state_dict(keep_vars=True)
+        self._state = {**state, **{old: state[new] for old, new in (renamed or {}).items()}}
         self._applied: dict[str, tuple[Any, ...]] = {}
         self._deltas: dict[tuple[str, str, str, str], torch.Tensor] = {}
         self.last_seconds = 0.0

@@ -27,7 +27,8 @@ from evomerge.fitness.calibration import (
     needs_calibration,
 )
 from evomerge.io.checkpoint import Checkpoint
-from evomerge.io.naming import num_layers_of
+from evomerge.io.hf import live_names
+from evomerge.io.naming import group_filters, num_layers_of
 from evomerge.io.outdir import (
     atomic_write_text,
     check_replaceable,
@@ -62,8 +63,9 @@ class Runner:
         checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
         self.tasks = [TaskState(t.name, *load_task_pair(t)) for t in config.tasks]
         base = checkpoints[config.base_model]
+        live_names(config.base_model, base)  # an architecture the live merge cannot write
         inputs = SpaceInputs(config.merge_method, list(config.models), config.base_model,
-                             num_layers_of(base.config, base.names()))
+                             num_layers_of(base.config, base.names()), group_filters(base.names()))
         self.space: SearchSpace = SPACES.get(config.space.type).build(config.space, inputs)
         self._probe_merge(checkpoints)
         check_fitness(config.fitness, {ts.name: len(ts.search.items) for ts in self.tasks})

@@ -20,7 +20,7 @@ from evomerge.eval.prompts import render
 from evomerge.eval.sources import load_task_pair
 from evomerge.eval.sources.lm_eval import lm_eval_task
 from evomerge.io.checkpoint import Checkpoint, TensorDictSource, require_finite
-from evomerge.io.hf import load_causal_lm, load_tokenizer
+from evomerge.io.hf import live_names, load_causal_lm, load_tokenizer
 from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
 from evomerge.recipe import MergeRecipe
@@ -45,7 +45,9 @@ class EvalWorker:
         self.model = load_causal_lm(config.base_model, dtype).to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
-                                 offload=config.offload)
+                                 offload=config.offload,
+                                 renamed=live_names(config.base_model,
+                                                    checkpoints[config.base_model]))
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
         for pair in self.tasks.values():  # prompt settings (a chat template the tokenizer
             for task in pair:  # lacks, a few-shot pool too small) fail here, before any work

@@ -43,6 +43,17 @@ class SpaceInputs:
     models: list[str]
     base: str
     num_layers: int
+    filters: dict[str, list[str]] | None = None  # module groups (None: from the base's names)
+
+
+def module_filters(filters: dict[str, list[str]] | None, model: str) -> dict[str, list[str]]:
+    """The attention/MLP recipe filters for ``model``'s tensor names (io/naming decides)."""
+    if filters is not None:
+        return filters
+    from evomerge.io.checkpoint import Checkpoint
+    from evomerge.io.naming import group_filters
+
+    return group_filters(Checkpoint(model).names())
 
 
 class SpaceOptions(ComponentOptions):

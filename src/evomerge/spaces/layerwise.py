@@ -11,10 +11,16 @@ import numpy as np
 from pydantic import Field
 
 from evomerge.errors import ConfigError
-from evomerge.io.naming import GROUP_FILTERS as FILTERS
 from evomerge.merge.registry import get_method
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import SPACES, Gene, RangeOptions, SearchSpace, SpaceInputs
+from evomerge.spaces.base import (
+    SPACES,
+    Gene,
+    RangeOptions,
+    SearchSpace,
+    SpaceInputs,
+    module_filters,
+)
 from evomerge.spaces.base import short_name as _short
 
 
@@ -33,14 +39,15 @@ class LayerwiseSpace(SearchSpace):
         return cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
                    options.layer_granularity, tuple(options.modules), weight=options.weight,
                    density=options.density, t=options.t, grid=options.grid,
-                   parameters=options.parameters)
+                   parameters=options.parameters, filters=inputs.filters)
 
     def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
                  layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",
                                                                           "other"),
                  weight: tuple[float, float] = (0.0, 1.0),
                  density: tuple[float, float] = (0.1, 1.0), t: tuple[float, float] = (0.0, 1.0),
-                 grid: float | None = None, parameters: dict[str, Any] | None = None) -> None:
+                 grid: float | None = None, parameters: dict[str, Any] | None = None,
+                 filters: dict[str, list[str]] | None = None) -> None:
         m = get_method(method)
         if m.base == "required" and base is None:
             raise ConfigError(f"search space: {method} needs a base model")
@@ -54,6 +61,7 @@ class LayerwiseSpace(SearchSpace):
         self.method, self.models, self.base = method, list(models), base
         self.num_layers, self.granularity, self.modules = num_layers, layer_granularity, modules
         self.parameters = parameters or {}
+        self.filters = module_filters(filters, base or models[0])
         self.groups = num_layers // layer_granularity
         self.per_model = ["t"] if method == "slerp" else (
             ["weight", "density"] if m.sparse else ["weight"])
@@ -76,7 +84,7 @@ class LayerwiseSpace(SearchSpace):
             if mod == "other":
                 other = value
                 continue
-            entries += [{"filter": f, "value": value} for f in FILTERS[mod]]
+            entries += [{"filter": f, "value": value} for f in self.filters[mod]]
         entries.append({"value": other if other is not None else 1.0})
         return entries
 

@@ -23,9 +23,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from evomerge.errors import ConfigError
-from evomerge.io.naming import GROUP_FILTERS as FILTERS
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import SPACES, Gene, SearchSpace, SpaceInputs, SpaceOptions
+from evomerge.spaces.base import (
+    SPACES,
+    Gene,
+    SearchSpace,
+    SpaceInputs,
+    SpaceOptions,
+    module_filters,
+)
 from evomerge.spaces.base import short_name as _short
 
 METHODS = ("linear", "task_arithmetic", "ties", "slerp")
@@ -55,17 +61,19 @@ class LFSSpace(SearchSpace):
     @classmethod
     def build(cls, options: LFSOptions, inputs: SpaceInputs) -> LFSSpace:
         return cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
-                   weight=options.weight, density=options.density)
+                   weight=options.weight, density=options.density, filters=inputs.filters)
 
     def __init__(self, models: list[str], base: str, num_layers: int,
                  layer_granularity: int = 1, weight: tuple[float, float] = (0.0, 1.0),
-                 density: tuple[float, float] = (0.1, 1.0)) -> None:
+                 density: tuple[float, float] = (0.1, 1.0),
+                 filters: dict[str, list[str]] | None = None) -> None:
         if layer_granularity < 1 or num_layers % layer_granularity:
             raise ConfigError(f"layer_granularity {layer_granularity} must divide the "
                               f"{num_layers} layers")
         if len(models) < 2:
             raise ConfigError("the lfs space merges at least two models")
         self.models, self.base = list(models), base
+        self.filters = module_filters(filters, base)
         self.granularity = layer_granularity
         self.groups = num_layers // layer_granularity
         self.genes: list[Gene] = []
@@ -93,7 +101,7 @@ class LFSSpace(SearchSpace):
         entries: list[dict[str, Any]] = []
         for sub in ("attention", "mlp"):
             v = self.value(x, f"g{g}.{sub}.{key}")
-            entries += [{"filter": f, "value": v} for f in FILTERS[sub]]
+            entries += [{"filter": f, "value": v} for f in self.filters[sub]]
         return entries + [{"value": self.value(x, f"g{g}.other.{key}")}]
 
     def to_recipe(self, genome: np.ndarray) -> MergeRecipe:
@@ -115,7 +123,7 @@ class LFSSpace(SearchSpace):
                     t.append(b / (a + b) if a + b > 0 else 0.5)
                 entries: list[dict[str, Any]] = []
                 for sub, v in zip(SUBSETS[:2], t[:2], strict=True):
-                    entries += [{"filter": f, "value": v} for f in FILTERS[sub]]
+                    entries += [{"filter": f, "value": v} for f in self.filters[sub]]
                 entries.append({"value": t[2]})
                 sl.update(base_model=self.models[first], parameters={"t": entries},
                           sources=[{"model": self.models[first], "layer_range": rng},

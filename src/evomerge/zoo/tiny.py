@@ -13,7 +13,8 @@ from typing import Any
 
 import torch
 
-ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma", "gpt2")
+ARCHITECTURES = ("llama", "mistral", "qwen2", "gemma", "gpt2", "qwen3", "gemma2", "gemma3",
+                 "phi3", "gpt_neox", "mixtral", "falcon")
 CHARS = string.ascii_letters + string.digits + " .,:;?!+-*/=()'\n"
 
 
@@ -38,6 +39,28 @@ def tiny_config(arch: str, layers: int = 4, hidden: int = 32, vocab: int | None 
     if arch == "gpt2":
         return tf.GPT2Config(n_embd=hidden, n_layer=layers, n_head=4, n_positions=128,
                              **common)
+    if arch == "qwen3":  # q_norm / k_norm inside attention
+        return tf.Qwen3Config(**decoder, head_dim=hidden // 4, tie_word_embeddings=False)
+    if arch == "gemma2":  # four norms per layer (pre/post attention and feed-forward)
+        return tf.Gemma2Config(**decoder, head_dim=hidden // 4, sliding_window=64,
+                               tie_word_embeddings=True)
+    if arch == "gemma3":  # the text model (Gemma3ForCausalLM)
+        return tf.Gemma3TextConfig(**decoder, head_dim=hidden // 4, sliding_window=64,
+                                   tie_word_embeddings=True)
+    if arch == "phi3":  # fused qkv_proj and gate_up_proj
+        return tf.Phi3Config(**decoder, tie_word_embeddings=False)
+    if arch == "gpt_neox":  # attention.query_key_value beside post_attention_layernorm
+        return tf.GPTNeoXConfig(hidden_size=hidden, intermediate_size=hidden * 2,
+                                num_hidden_layers=layers, num_attention_heads=4,
+                                max_position_embeddings=128, tie_word_embeddings=False,
+                                **common)
+    if arch == "mixtral":  # experts (block_sparse_moe.experts.N.w1..w3) and a router
+        return tf.MixtralConfig(**decoder, num_local_experts=4, num_experts_per_tok=2,
+                                tie_word_embeddings=False)
+    if arch == "falcon":  # transformer.h.N.self_attention, multi-query
+        return tf.FalconConfig(hidden_size=hidden, num_hidden_layers=layers,
+                               num_attention_heads=4, multi_query=True,
+                               new_decoder_architecture=False, **common)
     raise ValueError(f"unknown tiny architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
 
 
