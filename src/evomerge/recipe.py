@@ -102,10 +102,6 @@ class MergeRecipe(_Strict):
         bad = _nonfinite(self.model_dump(include={"parameters", "models", "slices"}))
         if bad is not None:
             raise ValueError(f"{bad}: parameter values must be finite numbers")
-        for model in self.referenced_models():
-            if "+" in model and not Path(model).exists():
-                raise ValueError(f"model {model!r}: LoRA references (model+adapter) are not "
-                                 "supported")
         return self
 
     def referenced_models(self) -> list[str]:

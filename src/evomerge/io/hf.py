@@ -32,7 +32,22 @@ def load_tokenizer(path: str | Path) -> Any:
 
 
 def load_causal_lm(path: str | Path, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A local checkpoint, or a LoRA adapter reference (io/lora) loaded as its base with the
+    adapter merged in."""
     from transformers import AutoModelForCausalLM
+
+    from evomerge.io.lora import LoraSource, is_adapter, open_model, split_reference
+
+    if is_adapter(path) or split_reference(str(path)) is not None:
+        source = open_model(str(path))
+        assert isinstance(source, LoraSource)
+        model = load_causal_lm(source.path, dtype)
+        state = model.state_dict()
+        renamed = live_names(source.path, source.base)
+        with torch.no_grad():
+            for name in source.names():
+                state[renamed.get(name, name)].copy_(source.get(name))
+        return model
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -9,12 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from evomerge.device import resolve_device
 from evomerge.errors import ConfigError, ModelError
-from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.checkpoint import TensorSource
+from evomerge.io.lora import input_dirs, open_model
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
 from evomerge.merge.planner import MergePlan, check_parameter_names, parse_dtype
 from evomerge.recipe import MergeRecipe
@@ -27,8 +29,9 @@ RECIPE_FILE = "mergekit_config.yml"
 Progress = Callable[[int, int], None]
 
 
-def open_sources(recipe: MergeRecipe) -> dict[str, Checkpoint]:
-    return {m: Checkpoint(m) for m in recipe.referenced_models()}
+def open_sources(recipe: MergeRecipe) -> dict[str, TensorSource]:
+    """Checkpoints, PEFT adapter directories and ``BASE+ADAPTER`` references, opened lazily."""
+    return {m: open_model(m) for m in recipe.referenced_models()}
 
 
 def compute_dtype_for(recipe: MergeRecipe, override: str | torch.dtype | None) -> torch.dtype:
@@ -52,7 +55,8 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
     check_parameter_names(recipe)  # a typo fails before anything is opened or written
     out = Path(out).resolve()
     tok_source = tokenizer_source(recipe)
-    inputs = [*recipe.referenced_models(), *([tok_source] if tok_source else [])]
+    inputs = [part for m in recipe.referenced_models() for part in input_dirs(m)]
+    inputs += [str(tok_source)] if tok_source else []
     prepare_output(out, force, inputs)
     dev = resolve_device(device)
     compute = compute_dtype_for(recipe, dtype)
@@ -85,10 +89,10 @@ def tokenizer_source(recipe: MergeRecipe) -> Path | None:
     return path
 
 
-def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str, Checkpoint],
+def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str, TensorSource],
                     out_name: str, tok_source: Path | None) -> None:
     recipe = plan.recipe
-    reference = sources[plan.reference]
+    reference: Any = sources[plan.reference]  # a Checkpoint or LoraSource: both have .path
     if plan.config is not None:
         config = dict(plan.config)
         out_dtype = {t.out.dtype for t in plan.tasks if t.out.dtype.is_floating_point}

@@ -26,6 +26,7 @@ from evomerge.eval.sources import load_data
 from evomerge.eval.tasks import Task
 from evomerge.io.checkpoint import Checkpoint, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
+from evomerge.io.lora import is_adapter, split_reference
 from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
@@ -41,6 +42,10 @@ class NPMergeJobResult:
 def _check_models(paths: list[str]) -> None:
     shapes = []
     for p in paths:
+        if is_adapter(p) or split_reference(p) is not None:
+            raise ModelError(f"model {p!r} is a LoRA adapter; np-merge trains full models: "
+                             "write it out first (evomerge merge with merge_method: linear "
+                             "and the adapter alone)")
         ck = Checkpoint(p)  # raises a one-line ModelError for a missing or broken model
         shapes.append({n: tuple(ck.shape(n)) for n in ck.names()})
     for p, s in zip(paths[1:], shapes[1:], strict=True):

@@ -26,8 +26,9 @@ from evomerge.fitness.calibration import (
     fidelity_fitness,
     needs_calibration,
 )
-from evomerge.io.checkpoint import Checkpoint
+from evomerge.io.checkpoint import TensorSource
 from evomerge.io.hf import live_names
+from evomerge.io.lora import open_model
 from evomerge.io.naming import group_filters, num_layers_of
 from evomerge.io.outdir import (
     atomic_write_text,
@@ -60,7 +61,7 @@ class Runner:
         self.progress = progress or (lambda *a: None)
         resolve_device(config.device)  # a CUDA request without CUDA fails here
         get_method(config.merge_method)
-        checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
+        checkpoints = {m: open_model(m) for m in [config.base_model, *config.models]}
         self.tasks = [TaskState(t.name, *load_task_pair(t)) for t in config.tasks]
         base = checkpoints[config.base_model]
         live_names(config.base_model, base)  # an architecture the live merge cannot write
@@ -78,7 +79,7 @@ class Runner:
                              n_items=min(len(ts.search.items) for ts in self.tasks),
                              slots=slots, run_dir=self.run_dir)
 
-    def _probe_merge(self, checkpoints: dict[str, Checkpoint]) -> None:
+    def _probe_merge(self, checkpoints: dict[str, TensorSource]) -> None:
         """Plan the space's midpoint merge on the checkpoints' headers: models that cannot be
         merged at all (a vocabulary or shape mismatch, a missing tensor) stop here, before
         any work, instead of failing every candidate."""

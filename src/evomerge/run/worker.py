@@ -19,8 +19,9 @@ from evomerge.eval.evaluator import Evaluator
 from evomerge.eval.prompts import render
 from evomerge.eval.sources import load_task_pair
 from evomerge.eval.sources.lm_eval import lm_eval_task
-from evomerge.io.checkpoint import Checkpoint, TensorDictSource, require_finite
+from evomerge.io.checkpoint import TensorDictSource, require_finite
 from evomerge.io.hf import live_names, load_causal_lm, load_tokenizer
+from evomerge.io.lora import open_model
 from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
 from evomerge.recipe import MergeRecipe
@@ -35,7 +36,7 @@ class EvalWorker:
             torch.set_num_threads(threads)
         self.device = resolve_device(config.device)
         dtype = getattr(torch, config.dtype)
-        checkpoints = {m: Checkpoint(m) for m in [config.base_model, *config.models]}
+        checkpoints = {m: open_model(m) for m in [config.base_model, *config.models]}
         keep_on = torch.device("cpu") if config.offload else self.device
         self.sources = {name: TensorDictSource(
             # checked once here: a NaN would poison every candidate
