@@ -68,6 +68,22 @@ class OutputSlice(_Strict):
     parameters: Parameters | None = None
 
 
+class TokenSettings(_Strict):
+    """mergekit's per-token embedding settings (``tokenizer.tokens.<token>``)."""
+
+    # a model path, {kind: zero} or {kind: model_token, model, token | token_id}
+    source: str | dict[str, Any] | None = None
+    force: bool = False  # use ``source`` even in models that have the token
+
+
+class TokenizerSettings(_Strict):
+    """mergekit's ``tokenizer:`` block (see merge/vocab.py)."""
+
+    source: str = "union"  # base, union or a model directory
+    tokens: dict[str, TokenSettings] | None = None
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)
+
+
 class MergeRecipe(_Strict):
     """mergekit's MergeConfiguration, restricted to what evomerge implements."""
 
@@ -80,7 +96,7 @@ class MergeRecipe(_Strict):
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None
-    tokenizer: dict[str, Any] | None = None
+    tokenizer: TokenizerSettings | None = None
     chat_template: str | None = None
 
     @model_validator(mode="after")
@@ -89,11 +105,8 @@ class MergeRecipe(_Strict):
             raise ValueError("'modules' recipes are not supported; use 'models' or 'slices'")
         if bool(self.models) == bool(self.slices):
             raise ValueError("exactly one of 'models' or 'slices' must be given")
-        if self.tokenizer:
-            raise ValueError("'tokenizer' (vocabulary merging) is not supported; "
-                             "use tokenizer_source: base or a model path")
-        if self.tokenizer_source == "union":
-            raise ValueError("tokenizer_source: union is not supported; use base or a model")
+        if self.tokenizer is not None and self.tokenizer_source is not None:
+            raise ValueError("give either tokenizer_source or a tokenizer block, not both")
         names = [m.model for m in self.models or []]
         dup = next((m for m in names if names.count(m) > 1), None)
         if dup is not None:
@@ -136,7 +149,19 @@ class MergeRecipe(_Strict):
                 return [fix(v) for v in obj]
             return obj
 
-        return MergeRecipe.model_validate(fix(data))
+        data = fix(data)
+
+        def path(v: Any) -> Any:
+            if not isinstance(v, str) or v in ("base", "union"):
+                return v
+            return mapping.get(v) or resolve_relative(v, base_dir)
+
+        data["tokenizer_source"] = path(data.get("tokenizer_source"))
+        if data.get("tokenizer"):
+            data["tokenizer"]["source"] = path(data["tokenizer"]["source"])
+            for settings in (data["tokenizer"].get("tokens") or {}).values():
+                settings["source"] = path(settings.get("source"))
+        return MergeRecipe.model_validate(data)
 
 
 def _nonfinite(obj: Any, where: str = "") -> str | None:

@@ -229,6 +229,9 @@ class CheckpointWriter:
     def write_text(self, relpath: str, text: str) -> None:
         (self.tmp / relpath).write_text(text)
 
+    def write_bytes(self, relpath: str, data: bytes) -> None:
+        (self.tmp / relpath).write_bytes(data)
+
     def write_json(self, relpath: str, obj: Any) -> None:
         self.write_text(relpath, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 

@@ -6,7 +6,6 @@ output appears under its final name only when complete (see ``CheckpointWriter``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from evomerge.io.checkpoint import TensorSource
 from evomerge.io.lora import input_dirs, open_model
 from evomerge.io.writer import DEFAULT_SHARD_BYTES, CheckpointWriter, prepare_output
 from evomerge.merge.planner import MergePlan, check_parameter_names, parse_dtype
+from evomerge.merge.vocab import Vocabulary, tokenizer_files
 from evomerge.recipe import MergeRecipe
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -61,6 +61,11 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
     dev = resolve_device(device)
     compute = compute_dtype_for(recipe, dtype)
     sources = open_sources(recipe)
+    vocab = Vocabulary.build(recipe, sources)
+    # the merged vocabulary's tokenizer or a chat template set: checked before writing
+    tok_files = tokenizer_files(recipe, sources, vocab, tok_source)
+    if vocab is not None:  # embedding and head rows aligned by token string
+        sources = vocab.align(sources)
     plan = MergePlan.build(recipe, sources, seed=seed,
                            out_dtype=parse_dtype(out_dtype, "out_dtype"),
                            allow_nonfinite=allow_nonfinite)
@@ -74,23 +79,26 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
             writer.write(task.out.name, tensor)
             if progress is not None:
                 progress(done, total)
-        _write_metadata(writer, plan, sources, out.name, tok_source)
+        _write_metadata(writer, plan, sources, out.name, tok_source, tok_files)
         return writer.commit()
 
 
 def tokenizer_source(recipe: MergeRecipe) -> Path | None:
-    """The directory tokenizer files are copied from, when not the base (checked up front)."""
-    if recipe.tokenizer_source in (None, "base"):
+    """The model directory a tokenizer comes from, when not the base (checked up front)."""
+    source = recipe.tokenizer.source if recipe.tokenizer else recipe.tokenizer_source
+    if source in (None, "base", "union"):
         return None
-    path = Path(recipe.tokenizer_source)  # type: ignore[arg-type]
+    path = Path(str(source))
     if not path.is_dir():
-        raise ConfigError(f"tokenizer_source {recipe.tokenizer_source!r} is not a directory "
-                          "(use base or a model directory)")
+        key = "tokenizer.source" if recipe.tokenizer else "tokenizer_source"
+        raise ConfigError(f"{key} {source!r} is not a directory (use base, union or a model "
+                          "directory)")
     return path
 
 
 def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str, TensorSource],
-                    out_name: str, tok_source: Path | None) -> None:
+                    out_name: str, tok_source: Path | None,
+                    tok_files: dict[str, bytes] | None) -> None:
     recipe = plan.recipe
     reference: Any = sources[plan.reference]  # a Checkpoint or LoraSource: both have .path
     if plan.config is not None:
@@ -103,14 +111,14 @@ def _write_metadata(writer: CheckpointWriter, plan: MergePlan, sources: dict[str
     gen = reference.path / "generation_config.json"
     if gen.exists():
         writer.copy_file(gen)
-    tok_source = tok_source or reference.path
-    for fname in TOKENIZER_FILES:
-        if (tok_source / fname).exists():
-            writer.copy_file(tok_source / fname)
-    if recipe.chat_template and (writer.tmp / "tokenizer_config.json").exists():
-        cfg = json.loads((writer.tmp / "tokenizer_config.json").read_text())
-        cfg["chat_template"] = recipe.chat_template
-        writer.write_json("tokenizer_config.json", cfg)
+    if tok_files is not None:
+        for fname, data in tok_files.items():
+            writer.write_bytes(fname, data)
+    else:
+        tok_source = tok_source or reference.path
+        for fname in TOKENIZER_FILES:
+            if (tok_source / fname).exists():
+                writer.copy_file(tok_source / fname)
     writer.write_text(RECIPE_FILE, recipe.to_yaml())
     writer.write_text("README.md", model_card(recipe, out_name))
 

@@ -369,8 +369,11 @@ class _Builder:
         for model, name in resolved.items():
             other = tuple(self.sources[model].shape(name))
             if other != shape:
+                vocab = info.kind in ("embedding", "head") and other[1:] == shape[1:]
+                hint = ("; the vocabularies differ: set tokenizer_source: union (or base) to "
+                        "align rows by token" if vocab else "")
                 raise ModelError(f"shape mismatch for tensor {name}: model {model!r} has "
-                                 f"{list(other)}, {reference!r} has {list(shape)}")
+                                 f"{list(other)}, {reference!r} has {list(shape)}{hint}")
         stored = ref_src.dtype(resolved.get(reference, ref_name))
         if not stored.is_floating_point:
             slot = TensorSlot(out_name, shape, stored)

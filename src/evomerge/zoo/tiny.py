@@ -118,3 +118,32 @@ def make_family(arch: str, out_dir: str | Path, n_finetunes: int = 2, seed: int 
             tok.save_pretrained(path)
         paths.append(path)
     return paths
+
+
+CHAT_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+                 "{% endif %}")
+
+
+def make_chat_finetune(base: str | Path, out: str | Path, seed: int = 0,
+                       added: tuple[str, ...] = ("<|im_start|>", "<|im_end|>"),
+                       delta_scale: float = 0.05) -> Path:
+    """A fine-tune of ``base`` that, like most chat fine-tunes, added special tokens (their
+    embedding and head rows at the end) and a chat template: the vocabulary-merging case."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(base))
+    tok.add_special_tokens({"additional_special_tokens": list(added)})
+    tok.chat_template = CHAT_TEMPLATE
+    model = AutoModelForCausalLM.from_pretrained(str(base))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * float(p.std()) * delta_scale)
+        model.resize_token_embeddings(len(tok), mean_resizing=False)
+        for emb in {model.get_input_embeddings().weight, model.get_output_embeddings().weight}:
+            emb[-len(added):] = torch.randn(len(added), emb.shape[1], generator=gen) * 0.02
+    out = Path(out)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
