@@ -146,3 +146,77 @@ def test_unknown_tokenizer_block_key_is_one_line(chat_family: dict[str, Path], t
         "source": "union", "pad_to_multiple": 8}))
     code, err = run_cli(["merge", str(path), "-o", str(tmp_path / "out")], capsys)
     assert code == 2 and "pad_to_multiple" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_a_search_over_models_with_different_vocabularies(tiny_zoo: Path,
+                                                          tmp_path: Path) -> None:
+    """evolve with tokenizer_source: union over the zoo's Italian expert and a chat
+    fine-tune of its math expert that added two special tokens. The chat model scored inside
+    the search (rows aligned, live model resized) equals the chat model evaluated on its own,
+    and best/ and the best checkpoint re-evaluated equal what the report says."""
+    import yaml
+
+    import evomerge
+    from evomerge.config import load_config
+    from evomerge.eval.evaluator import Evaluator
+    from evomerge.io.hf import load_causal_lm, load_tokenizer
+    from evomerge.run.loop import evolve
+    from evomerge.zoo.data import zoo_task
+
+    from .test_evolve import config
+
+    chat = make_chat_finetune(tiny_zoo / "math_en", tmp_path / "chat_math", seed=3,
+                              delta_scale=0.0)
+    cfg = config(tiny_zoo, tmp_path / "run", fitness={"subset_size": 20, "estimator": "mean"},
+                 optimizer={"name": "ga", "pop_size": 4, "generations": 2},
+                 tokenizer_source="union")
+    cfg["models"] = [str(chat), str(tiny_zoo / "lang_it")]
+    result = evolve(load_config(cfg))
+    test = zoo_task("add_it", "test")
+    alone = Evaluator(load_causal_lm(chat), load_tokenizer(chat), batch_size=64)(test)
+    assert result.test["chat_math"]["add_it"] == alone.accuracy
+    best = tmp_path / "run" / "best"
+    assert yaml.safe_load((best / "mergekit_config.yml").read_text())[
+        "tokenizer_source"] == "union"
+    model, tok = load_causal_lm(best), load_tokenizer(best)
+    assert model.config.vocab_size == len(tok)
+    assert Evaluator(model, tok, batch_size=64)(test).accuracy == result.test["best"]["add_it"]
+    # a tested candidate (it references both models), merged on disk as the search merged it
+    cand = next(c for c in result.final if c["role"] == "candidate" and c["test"])
+    recipe = {**cand["recipe"], "tokenizer_source": "union"}
+    merged = evomerge.merge(recipe, tmp_path / "candidate")
+    model, tok = load_causal_lm(merged), load_tokenizer(merged)
+    assert tok.convert_tokens_to_ids(list(ADDED)) == [len(tok) - 2, len(tok) - 1]
+    assert model.config.vocab_size == len(tok) == len(load_tokenizer(tiny_zoo / "base")) + 2
+    assert Evaluator(model, tok, batch_size=64)(test).accuracy == cand["test"]["add_it"]
+
+
+def test_np_merge_over_different_vocabularies(tmp_path: Path) -> None:
+    """np-merge with tokenizer_source: union over a chat fine-tune with two added tokens and
+    the zoo's Italian expert: the sibling's rows for the added tokens are the chat model's
+    (the only donor), so any learned interpolation keeps the chat rows exactly."""
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import np_merge
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    from .test_npmerge import np_config
+
+    chat = make_chat_finetune(ZOO_DIR / "math_en", tmp_path / "chat_math", seed=2)
+    path = np_config(tmp_path, steps=4, tokenizer_source="union",
+                     models=[str(chat), str(ZOO_DIR / "lang_it")])
+    result = np_merge(load_np_merge_config(path))
+    merged = load_model_tensors(result.output)
+    chat_rows = load_model_tensors(chat)
+    from transformers import AutoTokenizer
+
+    n = len(AutoTokenizer.from_pretrained(ZOO_DIR / "base"))
+    names = [k for k in merged if merged[k].shape[0] == n + 2]
+    assert len(names) == 2  # embedding and head
+    for name in names:
+        torch.testing.assert_close(merged[name][n:].float(), chat_rows[name][n:].float(),
+                                   rtol=1e-3, atol=1e-4)
+        assert not torch.allclose(merged[name][:n].float(), chat_rows[name][:n].float())
+    tok = AutoTokenizer.from_pretrained(result.output)
+    assert tok.convert_tokens_to_ids(list(ADDED)) == [n, n + 1]
+    assert set(result.test) == {"chat_math", "lang_it", "np-merge"}

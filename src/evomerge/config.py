@@ -184,6 +184,9 @@ class EvolveConfig(_Strict):
     # per-candidate update (as mergekit computes in a recipe's dtype)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     offload: bool = False  # keep inputs and task vectors in CPU memory, stream per tensor
+    # models whose vocabularies differ (a chat fine-tune that added tokens): base, union or a
+    # model directory, as in recipes (merge/vocab.py); every candidate and best/ use it
+    tokenizer_source: str | None = None
     backend: _component("backend", "name", "local")  # type: ignore[valid-type]
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
@@ -209,6 +212,8 @@ class EvolveConfig(_Strict):
         data = self.model_dump()
         data["base_model"] = fix(self.base_model)
         data["models"] = [fix(m) for m in self.models]
+        if self.tokenizer_source not in (None, "base", "union"):
+            data["tokenizer_source"] = fix(self.tokenizer_source)
         for t in data["tasks"]:
             t["search"], t["test"] = fix(t["search"]), fix(t["test"])
             t["include_path"] = fix(t["include_path"])
@@ -256,6 +261,7 @@ class NPMergeConfig(_Strict):
     seed: int = 0
     device: str = "cpu"
     output: str = "np-merged"
+    tokenizer_source: str | None = None  # base, union or a model (vocabularies that differ)
 
     @model_validator(mode="after")
     def _enough_models(self) -> NPMergeConfig:
@@ -271,6 +277,8 @@ class NPMergeConfig(_Strict):
 
     def resolved(self, base_dir: Path) -> NPMergeConfig:
         data = self.model_dump()
+        if self.tokenizer_source not in (None, "base", "union"):
+            data["tokenizer_source"] = _resolve(self.tokenizer_source, base_dir)
         data["models"] = [_resolve(m, base_dir) for m in self.models]
         data["base_model"] = _resolve(self.base_model, base_dir)
         for key in ("data", "test"):

@@ -61,7 +61,7 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
     dev = resolve_device(device)
     compute = compute_dtype_for(recipe, dtype)
     sources = open_sources(recipe)
-    vocab = Vocabulary.build(recipe, sources)
+    vocab = Vocabulary.for_recipe(recipe, sources)
     # the merged vocabulary's tokenizer or a chat template set: checked before writing
     tok_files = tokenizer_files(recipe, sources, vocab, tok_source)
     if vocab is not None:  # embedding and head rows aligned by token string

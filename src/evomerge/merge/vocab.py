@@ -79,18 +79,26 @@ class Vocabulary:
 
     # -- building ---------------------------------------------------------------------------
     @classmethod
-    def build(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource]
-              ) -> Vocabulary | None:
+    def for_recipe(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource]
+                   ) -> Vocabulary | None:
         """None when the recipe asks for no vocabulary handling (mergekit: copy the base's
         tokenizer and require equal shapes)."""
-        block = recipe.tokenizer.model_dump() if recipe.tokenizer else {}
-        how = block["source"] if recipe.tokenizer else recipe.tokenizer_source
-        if how is None:
+        if recipe.tokenizer is not None:
+            block = recipe.tokenizer.model_dump()
+            return cls.build(block["source"], recipe.referenced_models(), recipe.base_model,
+                             sources, block.get("tokens") or {}, block.get("pad_to_multiple_of"))
+        if recipe.tokenizer_source is None:
             return None
-        tokens: dict[str, dict[str, Any]] = dict(block.get("tokens") or {})
-        pad = block.get("pad_to_multiple_of")
-        models = recipe.referenced_models()
-        base = recipe.base_model or models[0]
+        return cls.build(recipe.tokenizer_source, recipe.referenced_models(), recipe.base_model,
+                         sources)
+
+    @classmethod
+    def build(cls, how: str, models: list[str], base: str | None,
+              sources: Mapping[str, TensorSource], tokens: dict[str, Any] | None = None,
+              pad: int | None = None) -> Vocabulary:
+        """``how``: base, union or a model directory whose tokenizer is the output's."""
+        tokens = dict(tokens or {})
+        base = base or models[0]
         toks = {m: _load(tokenizer_dir(sources[m]), m) for m in models}
         rows = {m: vocab_rows(sources[m]) or len(toks[m]) for m in models}
         if how == "base":
@@ -126,6 +134,7 @@ class Vocabulary:
         return cls(out, vocab, size, perms, originals, base, tokens)
 
     def align(self, sources: Mapping[str, TensorSource]) -> dict[str, TensorSource]:
+        """Every source seen through the output vocabulary (one fill cache for all)."""
         shared: dict[str, dict[int, torch.Tensor]] = {}
         return {m: AlignedSource(s, m, self, sources, shared) for m, s in sources.items()}
 
@@ -224,6 +233,38 @@ class Vocabulary:
 CHATML = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + "
           "message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}"
           "{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def aligned_inputs(how: str | None, models: list[str], base: str,
+                   sources: Mapping[str, TensorSource]
+                   ) -> tuple[dict[str, TensorSource], Vocabulary | None]:
+    """A search's inputs through its ``tokenizer_source`` (unchanged when None)."""
+    if how is None:
+        return dict(sources), None
+    vocab = Vocabulary.build(how, models, base, sources)
+    return vocab.align(sources), vocab
+
+
+def load_aligned_model(path: str, source: TensorSource, vocab: Vocabulary,
+                       dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """A model loaded as transformers does, then resized to the merged vocabulary with its
+    embedding and head rows aligned (for work on whole modules: np-merge)."""
+    from evomerge.io.hf import load_causal_lm
+
+    model = load_causal_lm(path, dtype)
+    model.resize_token_embeddings(vocab.size, mean_resizing=False)
+    rows = {id(model.get_input_embeddings().weight): "embedding"}
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        for name in source.names():
+            if isinstance(source, AlignedSource) and source.is_vocab(name):
+                kind = classify(name).kind
+                target = (model.get_input_embeddings().weight if kind == "embedding"
+                          else head.weight if head is not None else None)
+                if target is None or (kind == "head" and id(target) in rows):
+                    continue  # a tied head follows the embedding
+                target.copy_(source.get(name))
+    return model
 
 
 def chat_template_text(recipe: MergeRecipe, sources: Mapping[str, TensorSource]

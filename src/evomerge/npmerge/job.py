@@ -26,9 +26,10 @@ from evomerge.eval.sources import load_data
 from evomerge.eval.tasks import Task
 from evomerge.io.checkpoint import Checkpoint, require_finite
 from evomerge.io.hf import load_causal_lm, load_tokenizer
-from evomerge.io.lora import is_adapter, split_reference
+from evomerge.io.lora import is_adapter, open_model, split_reference
 from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
+from evomerge.merge.vocab import aligned_inputs, load_aligned_model
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
 
 
@@ -39,22 +40,29 @@ class NPMergeJobResult:
     test: dict[str, float] = field(default_factory=dict)  # model label -> accuracy
 
 
-def _check_models(paths: list[str]) -> None:
-    shapes = []
+def _check_models(paths: list[str]) -> list[str]:
+    """Full checkpoints (np-merge trains whole modules), each readable; returns the paths."""
     for p in paths:
         if is_adapter(p) or split_reference(p) is not None:
             raise ModelError(f"model {p!r} is a LoRA adapter; np-merge trains full models: "
                              "write it out first (evomerge merge with merge_method: linear "
                              "and the adapter alone)")
-        ck = Checkpoint(p)  # raises a one-line ModelError for a missing or broken model
-        shapes.append({n: tuple(ck.shape(n)) for n in ck.names()})
+        Checkpoint(p)  # raises a one-line ModelError for a missing or broken model
+    return paths
+
+
+def _check_shapes(paths: list[str], sources: dict[str, Any]) -> None:
+    shapes = [{n: tuple(sources[p].shape(n)) for n in sources[p].names()} for p in paths]
     for p, s in zip(paths[1:], shapes[1:], strict=True):
         if s.keys() != shapes[0].keys():
             name = sorted(s.keys() ^ shapes[0].keys())[0]
             raise ModelError(f"{p} and {paths[0]} differ in their tensors ({name})")
         bad = next((n for n in s if s[n] != shapes[0][n]), None)
         if bad is not None:
-            raise ModelError(f"{bad}: shape {s[bad]} in {p}, {shapes[0][bad]} in {paths[0]}")
+            hint = ("; the vocabularies differ: set tokenizer_source: union (or base)"
+                    if s[bad][1:] == shapes[0][bad][1:] and "embed" in bad else "")
+            raise ModelError(f"{bad}: shape {s[bad]} in {p}, {shapes[0][bad]} in {paths[0]}"
+                             f"{hint}")
 
 
 def _batches(tok: Any, task: Task, size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
@@ -76,17 +84,25 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     inputs = [*config.models, *([config.base_model] if config.base_model else [])]
     prepare_output(out, force, inputs)
     dev = resolve_device(config.device)
-    _check_models(inputs)
+    sources, vocab = aligned_inputs(config.tokenizer_source, inputs,
+                                    config.base_model or config.models[0],
+                                    {m: open_model(m) for m in _check_models(inputs)})
+    _check_shapes(inputs, sources)
     train_task = load_data(config.data, "data")
     if train_task.kind != "generate":
         raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
                           "not supported")
     test_task = load_data(config.test, "test") if config.test is not None else None
     torch.manual_seed(config.seed)
-    tok = load_tokenizer(config.models[0])
-    models = [load_causal_lm(m) for m in config.models]
+    tok = vocab.tokenizer if vocab else load_tokenizer(config.models[0])
+
+    def load(path: str) -> torch.nn.Module:
+        return (load_aligned_model(path, sources[path], vocab) if vocab
+                else load_causal_lm(path))
+
+    models = [load(m) for m in config.models]
     states = [m.state_dict() for m in models]
-    base = load_causal_lm(config.base_model).state_dict() if config.base_model else None
+    base = load(config.base_model).state_dict() if config.base_model else None
     for path, state in zip(inputs, [*states, *([base] if base else [])], strict=True):
         for name, tensor in state.items():
             require_finite(tensor, name, path)
@@ -115,7 +131,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
             raise write_error(out, exc) from None
     job = NPMergeJobResult(out, result.losses)
     if test_task is not None:
-        job.test = _test(config, test_task, tok, model, dev)
+        job.test = _test(config, test_task, tok, model, dev, load)
     return job
 
 
@@ -133,12 +149,12 @@ def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
 
 
 def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,
-          dev: torch.device) -> dict[str, float]:
+          dev: torch.device, load: Callable[[str], torch.nn.Module]) -> dict[str, float]:
     from evomerge.eval.evaluator import Evaluator
 
     scores = {}
     for i, path in enumerate(config.models):
-        endpoint = load_causal_lm(path).to(dev)
+        endpoint = load(path).to(dev)
         label = Path(path).name if Path(path).name not in scores else f"{Path(path).name}#{i}"
         scores[label] = Evaluator(endpoint, tok, batch_size=64)(task).accuracy
     scores["np-merge"] = Evaluator(merged.to(dev), tok, batch_size=64)(task).accuracy

@@ -155,8 +155,12 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
     points = [(c.estimates, c.test) for c in tested if c.estimates is not None]
     pareto = [{"recipe": cands[i]["recipe"], "estimates": cands[i]["estimates"]}
               for i in pareto_idx]
+    # every candidate was merged through the run's vocabulary; the answer says so, so best/
+    # and the recipe a user copies from the result get the same rows
+    answer = chosen.recipe if cfg.tokenizer_source is None else chosen.recipe.model_copy(
+        update={"tokenizer_source": cfg.tokenizer_source})
     result = EvolveResult(
-        run_dir=run_dir, best_recipe=chosen.recipe, best_estimate=chosen.estimates or {},
+        run_dir=run_dir, best_recipe=answer, best_estimate=chosen.estimates or {},
         test=test, pareto=pareto, evaluations=len(evals.store.records),
         new_evaluations=evals.new, history=history, notes=notes,
         final=[{"label": c.label, "role": c.role, "chosen": c is chosen,
@@ -168,12 +172,12 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
     write_report(result, names, est,
                  [([p[0][n] for n in names], [p[1][n] for n in names]) for p in points if p[1]])
     best_dir = run_dir / "best"
-    if cfg.write_best and _stored_recipe(best_dir) != chosen.recipe:  # new, or an older best
+    if cfg.write_best and _stored_recipe(best_dir) != answer:  # new, or an older best
         from evomerge.merge.disk import merge_to_disk
 
         # stored in the precision it was searched and tested in, so the checkpoint scores
         # what the report says (rounding to the base's float16 moved answers)
-        merge_to_disk(chosen.recipe, best_dir, seed=cfg.seed, dtype=cfg.dtype,
+        merge_to_disk(answer, best_dir, seed=cfg.seed, dtype=cfg.dtype,
                       out_dtype=cfg.dtype, force=True)
     return result
 

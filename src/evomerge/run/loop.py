@@ -38,6 +38,7 @@ from evomerge.io.outdir import (
     write_marker,
 )
 from evomerge.merge.registry import get_method
+from evomerge.merge.vocab import aligned_inputs
 from evomerge.optim import OPTIMIZERS, SearchContext
 from evomerge.run.backends import make_backend
 from evomerge.run.baselines import model_recipe
@@ -61,10 +62,12 @@ class Runner:
         self.progress = progress or (lambda *a: None)
         resolve_device(config.device)  # a CUDA request without CUDA fails here
         get_method(config.merge_method)
-        checkpoints = {m: open_model(m) for m in [config.base_model, *config.models]}
+        names = [config.base_model, *config.models]
+        opened = {m: open_model(m) for m in names}
+        checkpoints, _ = aligned_inputs(config.tokenizer_source, names, config.base_model, opened)
         self.tasks = [TaskState(t.name, *load_task_pair(t)) for t in config.tasks]
         base = checkpoints[config.base_model]
-        live_names(config.base_model, base)  # an architecture the live merge cannot write
+        live_names(config.base_model, opened[config.base_model])  # one it cannot write live
         inputs = SpaceInputs(config.merge_method, list(config.models), config.base_model,
                              num_layers_of(base.config, base.names()), group_filters(base.names()))
         self.space: SearchSpace = SPACES.get(config.space.type).build(config.space, inputs)

@@ -24,6 +24,7 @@ from evomerge.io.hf import live_names, load_causal_lm, load_tokenizer
 from evomerge.io.lora import open_model
 from evomerge.merge.live import LiveMerger
 from evomerge.merge.stack import LiveStacker
+from evomerge.merge.vocab import aligned_inputs
 from evomerge.recipe import MergeRecipe
 
 if TYPE_CHECKING:
@@ -36,19 +37,25 @@ class EvalWorker:
             torch.set_num_threads(threads)
         self.device = resolve_device(config.device)
         dtype = getattr(torch, config.dtype)
-        checkpoints = {m: open_model(m) for m in [config.base_model, *config.models]}
+        names = [config.base_model, *config.models]
+        opened = {m: open_model(m) for m in names}
+        checkpoints, vocab = aligned_inputs(config.tokenizer_source, names, config.base_model,
+                                            opened)
         keep_on = torch.device("cpu") if config.offload else self.device
         self.sources = {name: TensorDictSource(
             # checked once here: a NaN would poison every candidate
             {k: require_finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()}, name,
             ck.config) for name, ck in checkpoints.items()}
-        self.tokenizer = load_tokenizer(config.base_model)
-        self.model = load_causal_lm(config.base_model, dtype).to(self.device)
+        self.tokenizer = vocab.tokenizer if vocab else load_tokenizer(config.base_model)
+        self.model = load_causal_lm(config.base_model, dtype)
+        if vocab is not None:  # the live model takes the merged vocabulary's rows
+            self.model.resize_token_embeddings(vocab.size, mean_resizing=False)
+        self.model = self.model.to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload,
                                  renamed=live_names(config.base_model,
-                                                    checkpoints[config.base_model]))
+                                                    opened[config.base_model]))
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
         for pair in self.tasks.values():  # prompt settings (a chat template the tokenizer
             for task in pair:  # lacks, a few-shot pool too small) fail here, before any work
