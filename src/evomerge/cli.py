@@ -94,7 +94,8 @@ def evolve(
         cfg = cfg.model_copy(update={"run_dir": str(resume)})
     _on_interrupt(f"interrupted: resume with evomerge evolve --resume {cfg.run_dir}")
     with _progress(quiet) as progress:
-        result = run_evolve(cfg, resume=resume is not None, fresh=fresh, progress=progress)
+        result = run_evolve(cfg, resume=resume is not None, fresh=fresh, progress=progress,
+                            log=typer.echo)
     _print_result(result)
 
 
@@ -113,7 +114,7 @@ def demo(
     cfg = demo_config(run_dir)
     _on_interrupt(f"interrupted: run evomerge demo --run-dir {run_dir} again to resume")
     with _progress(quiet) as progress:
-        result = run_evolve(cfg, resume=resume, fresh=fresh, progress=progress)
+        result = run_evolve(cfg, resume=resume, fresh=fresh, progress=progress, log=typer.echo)
     _print_result(result)
 
 
@@ -138,7 +139,7 @@ def np_merge(
     with _progress(quiet) as update:
         steps = (lambda done, total, loss: update("learning", done, total, f"loss {loss:.4f}")
                  ) if update else None
-        result = run_np_merge(cfg, force=force, progress=steps)
+        result = run_np_merge(cfg, force=force, progress=steps, log=typer.echo)
     if result.test:
         table = Table(title="test accuracy (%)")
         table.add_column("model")

@@ -187,6 +187,8 @@ class EvolveConfig(_Strict):
     # models whose vocabularies differ (a chat fine-tune that added tokens): base, union or a
     # model directory, as in recipes (merge/vocab.py); every candidate and best/ use it
     tokenizer_source: str | None = None
+    # refuse, before loading anything, a search whose memory plan does not fit (memory.py)
+    memory_check: bool = True
     backend: _component("backend", "name", "local")  # type: ignore[valid-type]
     batch_size: int = Field(default=64, ge=1)
     run_dir: str = "runs/evolve"
@@ -262,6 +264,7 @@ class NPMergeConfig(_Strict):
     device: str = "cpu"
     output: str = "np-merged"
     tokenizer_source: str | None = None  # base, union or a model (vocabularies that differ)
+    memory_check: bool = True  # refuse a job whose memory plan does not fit (memory.py)
 
     @model_validator(mode="after")
     def _enough_models(self) -> NPMergeConfig:

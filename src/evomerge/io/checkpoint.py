@@ -182,6 +182,11 @@ class Checkpoint:
         except KeyError:
             raise ModelError(f"model {self.name!r}: tensor {name} is missing") from None
 
+    def close(self) -> None:
+        """Drop the memory maps (their pages count in the process's memory while open)."""
+        self._handles.clear()
+        self._bin.clear()
+
     def total_bytes(self) -> int:
         return sum(f.stat().st_size for f in set(self._file_of.values()))
 
@@ -215,6 +220,14 @@ class TensorDictSource:
             return self.tensors[name]
         except KeyError:
             raise ModelError(f"model {self.name!r}: tensor {name} is missing") from None
+
+
+def close_source(source: Any) -> None:
+    """Close a source and what it wraps (a LoRA adapter's base, an aligned view's source)."""
+    for obj in (source, getattr(source, "base", None), getattr(source, "source", None)):
+        close = getattr(obj, "close", None)
+        if callable(close) and obj is not None:
+            close()
 
 
 def require_finite(tensor: torch.Tensor, name: str, model: str, hint: str = "") -> torch.Tensor:

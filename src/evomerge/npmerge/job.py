@@ -29,6 +29,7 @@ from evomerge.io.hf import load_causal_lm, load_tokenizer
 from evomerge.io.lora import is_adapter, open_model, split_reference
 from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
+from evomerge.memory import available, check_fits, longest_sequence, npmerge_plan
 from evomerge.merge.vocab import aligned_inputs, load_aligned_model
 from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
 
@@ -49,6 +50,10 @@ def _check_models(paths: list[str]) -> list[str]:
                              "and the adapter alone)")
         Checkpoint(p)  # raises a one-line ModelError for a missing or broken model
     return paths
+
+
+def tok_for_plan(config: NPMergeConfig, vocab: Any) -> Any:
+    return vocab.tokenizer if vocab is not None else load_tokenizer(config.models[0])
 
 
 def _check_shapes(paths: list[str], sources: dict[str, Any]) -> None:
@@ -84,11 +89,19 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     inputs = [*config.models, *([config.base_model] if config.base_model else [])]
     prepare_output(out, force, inputs)
     dev = resolve_device(config.device)
+    train_task = load_data(config.data, "data")
     sources, vocab = aligned_inputs(config.tokenizer_source, inputs,
                                     config.base_model or config.models[0],
                                     {m: open_model(m) for m in _check_models(inputs)})
     _check_shapes(inputs, sources)
-    train_task = load_data(config.data, "data")
+    plan = npmerge_plan({m: sources[m] for m in [*config.models, *([config.base_model]
+                                                                  if config.base_model else [])]},
+                        device=config.device, has_base=config.base_model is not None,
+                        granularity=config.granularity, batch_size=config.batch_size,
+                        seq_len=longest_sequence([train_task], tok_for_plan(config, vocab)))
+    log(f"memory plan: {plan.describe()}")
+    if config.memory_check:
+        check_fits(plan, {}, {"device": available(config.device), "host": available("cpu")})
     if train_task.kind != "generate":
         raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
                           "not supported")

@@ -11,7 +11,9 @@ uninterrupted run would.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -27,7 +29,7 @@ from evomerge.fitness.calibration import (
     needs_calibration,
 )
 from evomerge.io.checkpoint import TensorSource
-from evomerge.io.hf import live_names
+from evomerge.io.hf import live_names, load_tokenizer
 from evomerge.io.lora import open_model
 from evomerge.io.naming import group_filters, num_layers_of
 from evomerge.io.outdir import (
@@ -37,6 +39,7 @@ from evomerge.io.outdir import (
     make_parents,
     write_marker,
 )
+from evomerge.memory import MemoryPlan, available, check_fits, longest_sequence, search_plan
 from evomerge.merge.registry import get_method
 from evomerge.merge.vocab import aligned_inputs
 from evomerge.optim import OPTIMIZERS, SearchContext
@@ -56,15 +59,17 @@ class Runner:
     """A validated search: everything is checked and the models are read here, before the
     run directory is touched."""
 
-    def __init__(self, config: EvolveConfig, run_dir: Path, progress: Progress | None = None
-                 ) -> None:
+    def __init__(self, config: EvolveConfig, run_dir: Path, progress: Progress | None = None,
+                 log: Callable[[str], None] | None = None) -> None:
         self.cfg, self.run_dir = config, run_dir
         self.progress = progress or (lambda *a: None)
+        self.log = log or (lambda s: None)
         resolve_device(config.device)  # a CUDA request without CUDA fails here
         get_method(config.merge_method)
         names = [config.base_model, *config.models]
         opened = {m: open_model(m) for m in names}
-        checkpoints, _ = aligned_inputs(config.tokenizer_source, names, config.base_model, opened)
+        checkpoints, vocab = aligned_inputs(config.tokenizer_source, names, config.base_model,
+                                            opened)
         self.tasks = [TaskState(t.name, *load_task_pair(t)) for t in config.tasks]
         base = checkpoints[config.base_model]
         live_names(config.base_model, opened[config.base_model])  # one it cannot write live
@@ -75,7 +80,36 @@ class Runner:
         check_fitness(config.fitness, {ts.name: len(ts.search.items) for ts in self.tasks})
         self.optimizer_cls = OPTIMIZERS.get(config.optimizer.name)
         self.optimizer_cls.check(config.optimizer, self._context())  # before any work
+        self.memory = self._memory_plan(checkpoints, vocab)
+        self.log(f"memory plan: {self.memory.describe()}")
         self.backend = make_backend(config)  # reads the models (here or on workers)
+
+    def _memory_plan(self, sources: dict[str, TensorSource], vocab: Any) -> MemoryPlan:
+        """What the search will hold (memory.py), refused when it cannot fit and
+        ``memory_check`` is on, naming the settings that would fit."""
+        cfg = self.cfg
+        tok = vocab.tokenizer if vocab is not None else load_tokenizer(cfg.base_model)
+
+        def plan(dtype: str, offload: bool) -> MemoryPlan:
+            return search_plan(
+                sources, device=cfg.device, dtype=dtype, offload=offload,
+                reuses_task_vectors=cfg.merge_method == "task_arithmetic",
+                batch_size=cfg.batch_size, seq_len=longest_sequence(
+                    [t for ts in self.tasks for t in (ts.search, ts.test)], tok),
+                aligned=vocab is not None, stacks_models=self.space.stacks_models)
+
+        chosen = plan(cfg.dtype, cfg.offload)
+        if cfg.memory_check:
+            others = {}
+            if cfg.dtype == "float32":
+                others["dtype: bfloat16"] = plan("bfloat16", cfg.offload)
+            if not cfg.offload and not cfg.device.startswith("cpu"):
+                others["offload: true"] = plan(cfg.dtype, True)
+                if cfg.dtype == "float32":
+                    others["dtype: bfloat16 and offload: true"] = plan("bfloat16", True)
+            free = {"device": available(cfg.device), "host": available("cpu")}
+            check_fits(chosen, others, free)
+        return chosen
 
     def _context(self, slots: int = 1) -> SearchContext:
         return SearchContext(self.space, n_obj=len(self.tasks), seed=self.cfg.seed,
@@ -153,7 +187,8 @@ class Runner:
 
 
 def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
-           progress: Progress | None = None) -> EvolveResult:
+           progress: Progress | None = None, log: Callable[[str], None] | None = None
+           ) -> EvolveResult:
     """Run (or resume) a search; returns the best recipe and its held-out accuracy.
 
     ``resume`` continues the run in ``config.run_dir`` (refused when the config or the
@@ -175,7 +210,7 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
                           "it, --fresh to discard it, or another run_dir)")
     elif run_dir.exists():  # replacing: only what evomerge wrote there
         check_replaceable(run_dir, inputs=inputs, flag="--fresh" if fresh else "run_dir")
-    runner = Runner(config, run_dir, progress)  # validates everything; writes nothing
+    runner = Runner(config, run_dir, progress, log)  # validates everything; writes nothing
     make_parents(run_dir / RECORD_FILE)  # the run directory and its parents
     lock = RunLock(run_dir)
     try:

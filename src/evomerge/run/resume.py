@@ -26,7 +26,8 @@ RUN_INFO = "run.json"
 SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
         "optimizer.item_budget": "grow", "optimizer.patience": "grow", "test_top_k": "any",
         "write_best": "any", "device": "any", "offload": "any", "batch_size": "any",
-        "run_dir": "any", "final.top_k": "any", "final.baselines": "any"}
+        "run_dir": "any", "final.top_k": "any", "final.baselines": "any",
+        "memory_check": "any"}
 SAFE_PREFIXES = ("backend.",)
 _SAMPLE = 1 << 16
 

@@ -19,7 +19,7 @@ from evomerge.eval.evaluator import Evaluator
 from evomerge.eval.prompts import render
 from evomerge.eval.sources import load_task_pair
 from evomerge.eval.sources.lm_eval import lm_eval_task
-from evomerge.io.checkpoint import TensorDictSource, require_finite
+from evomerge.io.checkpoint import TensorDictSource, close_source, require_finite
 from evomerge.io.hf import live_names, load_causal_lm, load_tokenizer
 from evomerge.io.lora import open_model
 from evomerge.merge.live import LiveMerger
@@ -41,11 +41,18 @@ class EvalWorker:
         opened = {m: open_model(m) for m in names}
         checkpoints, vocab = aligned_inputs(config.tokenizer_source, names, config.base_model,
                                             opened)
+        renamed = live_names(config.base_model, opened[config.base_model])  # headers only
         keep_on = torch.device("cpu") if config.offload else self.device
-        self.sources = {name: TensorDictSource(
+        self.sources = {}
+        for name, ck in checkpoints.items():
             # checked once here: a NaN would poison every candidate
-            {k: require_finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()}, name,
-            ck.config) for name, ck in checkpoints.items()}
+            self.sources[name] = TensorDictSource(
+                {k: require_finite(ck.get(k), k, name).to(keep_on, dtype) for k in ck.names()},
+                name, ck.config)
+            if vocab is None:  # its mapped pages go now (aligned rows need every model)
+                close_source(opened[name])
+        for source in opened.values():
+            close_source(source)
         self.tokenizer = vocab.tokenizer if vocab else load_tokenizer(config.base_model)
         self.model = load_causal_lm(config.base_model, dtype)
         if vocab is not None:  # the live model takes the merged vocabulary's rows
@@ -54,8 +61,7 @@ class EvalWorker:
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
                                  offload=config.offload,
-                                 renamed=live_names(config.base_model,
-                                                    opened[config.base_model]))
+                                 renamed=renamed)
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
         for pair in self.tasks.values():  # prompt settings (a chat template the tokenizer
             for task in pair:  # lacks, a few-shot pool too small) fail here, before any work

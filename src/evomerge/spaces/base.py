@@ -92,6 +92,8 @@ class SearchSpace(ABC):
 
     genes: list[Gene]
     Options: ClassVar[type[SpaceOptions]] = SpaceOptions
+    # the space's candidates stack the input models' layers (each model held as a module)
+    stacks_models: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -35,6 +35,7 @@ class DISOptions(SpaceOptions):
 
 @SPACES.register("dis")
 class DISSpace(SearchSpace):
+    stacks_models = True
     Options = DISOptions
 
     @classmethod
