@@ -220,3 +220,18 @@ def test_np_merge_over_different_vocabularies(tmp_path: Path) -> None:
     tok = AutoTokenizer.from_pretrained(result.output)
     assert tok.convert_tokens_to_ids(list(ADDED)) == [n, n + 1]
     assert set(result.test) == {"chat_math", "lang_it", "np-merge"}
+
+
+def test_the_layer_stacking_space_refuses_a_vocabulary_merge(tiny_zoo: Path,
+                                                             tmp_path: Path) -> None:
+    from evomerge.config import load_config
+    from evomerge.errors import ConfigError
+    from evomerge.run.loop import evolve
+
+    from .test_evolve import config
+
+    cfg = config(tiny_zoo, tmp_path / "run", space={"type": "dis"}, tokenizer_source="union",
+                 merge_method="passthrough")
+    with pytest.raises(ConfigError, match="does not merge vocabularies"):
+        evolve(load_config(cfg))
+    assert not (tmp_path / "run").exists()

@@ -76,6 +76,10 @@ class Runner:
         inputs = SpaceInputs(config.merge_method, list(config.models), config.base_model,
                              num_layers_of(base.config, base.names()), group_filters(base.names()))
         self.space: SearchSpace = SPACES.get(config.space.type).build(config.space, inputs)
+        if self.space.stacks_models and config.tokenizer_source is not None:
+            raise ConfigError(f"the {config.space.type} space stacks the models' own layers "
+                              "and embeddings; it does not merge vocabularies "
+                              "(tokenizer_source): use models that share one")
         self._probe_merge(checkpoints)
         check_fitness(config.fitness, {ts.name: len(ts.search.items) for ts in self.tasks})
         self.optimizer_cls = OPTIMIZERS.get(config.optimizer.name)
