@@ -12,7 +12,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from evomerge.errors import EvomergeError
 
@@ -81,6 +88,8 @@ def evolve(
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard an earlier run in the "
                                         "config's run_dir first.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log_every: Annotated[float, typer.Option(
+        "--log-every", help="Without a terminal: seconds between progress lines.")] = 30.0,
 ) -> None:
     """Search a merge recipe (pymoo, or SMAC + Hyperband) with candidates merged in memory."""
     from evomerge.config import load_config
@@ -93,7 +102,7 @@ def evolve(
     if resume is not None:
         cfg = cfg.model_copy(update={"run_dir": str(resume)})
     _on_interrupt(f"interrupted: resume with evomerge evolve --resume {cfg.run_dir}")
-    with _progress(quiet) as progress:
+    with _progress(quiet, log_every=log_every) as progress:
         result = run_evolve(cfg, resume=resume is not None, fresh=fresh, progress=progress,
                             log=typer.echo)
     _print_result(result)
@@ -105,6 +114,8 @@ def demo(
     fresh: Annotated[bool, typer.Option("--fresh", help="Discard a previous demo run.")
                      ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log_every: Annotated[float, typer.Option(
+        "--log-every", help="Without a terminal: seconds between progress lines.")] = 30.0,
 ) -> None:
     """The offline demo: evolve a cross-lingual merge of the zoo's math and Italian experts."""
     from evomerge.run.demo import demo_config
@@ -113,7 +124,7 @@ def demo(
     resume = not fresh and (run_dir / "config.yaml").exists()
     cfg = demo_config(run_dir)
     _on_interrupt(f"interrupted: run evomerge demo --run-dir {run_dir} again to resume")
-    with _progress(quiet) as progress:
+    with _progress(quiet, log_every=log_every) as progress:
         result = run_evolve(cfg, resume=resume, fresh=fresh, progress=progress, log=typer.echo)
     _print_result(result)
 
@@ -125,6 +136,8 @@ def np_merge(
                                               "(default: the config's output).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    log_every: Annotated[float, typer.Option(
+        "--log-every", help="Without a terminal: seconds between progress lines.")] = 30.0,
 ) -> None:
     """Learn one merging coefficient per parameter on a task's items (NP Merge)."""
     from rich.table import Table
@@ -136,7 +149,7 @@ def np_merge(
     if out is not None:
         cfg = cfg.model_copy(update={"output": str(out)})
     _on_interrupt(f"interrupted; nothing was written to {cfg.output}")
-    with _progress(quiet) as update:
+    with _progress(quiet, log_every=log_every) as update:
         steps = (lambda done, total, loss: update("learning", done, total, f"loss {loss:.4f}")
                  ) if update else None
         result = run_np_merge(cfg, force=force, progress=steps, log=typer.echo)
@@ -206,22 +219,30 @@ def _print_result(result) -> None:  # noqa: ANN001
 
 
 class _progress:
-    """A rich progress display with ETA, one bar per phase; used as a context manager that
-    yields ``update(phase, done, total, msg)``, or None when quiet or not on a terminal."""
+    """Progress with elapsed time and ETA, one entry per phase; a context manager yielding
+    ``update(phase, done, total, msg)``, or None when quiet. On a terminal: rich bars. Without
+    one (nohup, CI, cluster logs): a plain line per phase at its start, every ``log_every``
+    seconds and at its end, on stdout."""
 
-    def __init__(self, quiet: bool, transient: bool = False) -> None:
-        self.quiet = quiet or not sys.stderr.isatty()
+    def __init__(self, quiet: bool, transient: bool = False, log_every: float = 30.0) -> None:
+        self.quiet = quiet
+        self.tty = sys.stderr.isatty()
         self.transient = transient
+        self.log_every = log_every
         self.bar: Progress | None = None
         self.tasks: dict[str, object] = {}
+        self.started: dict[str, float] = {}
+        self.logged: dict[str, tuple[float, int]] = {}  # phase -> (time, done) last printed
 
     def __enter__(self):  # noqa: ANN204
         if self.quiet:
             return None
+        if not self.tty:
+            return self.line
         self.bar = Progress(TextColumn("[bold]{task.description:12s}"), BarColumn(),
-                            MofNCompleteColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[msg]}"), console=err,
-                            transient=self.transient)
+                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                            TimeRemainingColumn(), TextColumn("{task.fields[msg]}"),
+                            console=err, transient=self.transient)
         self.bar.start()
         return self.update
 
@@ -231,9 +252,31 @@ class _progress:
             self.tasks[phase] = self.bar.add_task(phase, total=total, msg="")
         self.bar.update(self.tasks[phase], completed=done, total=total, msg=msg)
 
+    def line(self, phase: str, done: int, total: int, msg: str = "") -> None:
+        now = time.monotonic()
+        start = self.started.setdefault(phase, now)
+        last = self.logged.get(phase)
+        finished = total > 0 and done >= total
+        if last is not None and (last[1] == done or (now - last[0] < self.log_every
+                                                      and not finished)):
+            return
+        self.logged[phase] = (now, done)
+        elapsed = now - start
+        pct = f" ({100 * done / total:.0f}%)" if total else ""
+        eta = ""
+        if 0 < done < total and elapsed > 0:
+            eta = f" eta {_clock(elapsed / done * (total - done))}"
+        typer.echo(f"{phase} {done}/{total}{pct} elapsed {_clock(elapsed)}{eta}"
+                   + (f" | {msg}" if msg else ""))
+
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+def _clock(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 zoo_app = typer.Typer(no_args_is_help=True, help="The offline demo zoo of tiny models.")

@@ -64,6 +64,9 @@ class Evaluations:
         self.new = 0  # evaluations run by this process
         self.failures: list[str] = []  # why candidates could not be merged or evaluated
         self.on_candidate: Callable[[EvalRecord], None] = lambda rec: None
+        # (done before this batch, total of the phase): progress over a whole search rather
+        # than per batch of jobs; None: the batch is the phase
+        self.span: tuple[int, int] | None = None
 
     def run(self, jobs: list[EvalJob], phase: str, message: Callable[[], str] = lambda: "",
             estimate: Estimate | None = None) -> list[EvalRecord]:
@@ -83,6 +86,7 @@ class Evaluations:
         for i, k in enumerate(keys):  # a duplicate job shares the first one's record
             first.setdefault(k, i)
         done = len(jobs) - len(payloads)
+        base, total = self.span if self.span is not None else (0, len(jobs))
 
         def on_done(j: int, result: dict[str, Any]) -> None:
             nonlocal done
@@ -100,10 +104,10 @@ class Evaluations:
             self.new += 1
             done += 1
             activity = self.backend.activity()
-            self.progress(phase, done, len(jobs),
+            self.progress(phase, min(base + done, total), total,
                           message() + (f" | {activity}" if activity else ""))
 
-        self.progress(phase, done, len(jobs), message())
+        self.progress(phase, min(base + done, total), total, message())
         if payloads:
             self.backend.run(payloads, on_done)
         return [self.store.get(k) for k in keys]  # type: ignore[misc]

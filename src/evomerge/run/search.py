@@ -58,11 +58,19 @@ class Search:
         per generation, or per trial for multi-fidelity trials)."""
         history: list[dict[str, Any]] = []
         opt, term = self.optimizer, self.termination
+        scored = 0
         while not term.done(opt):
             trials = opt.ask()
             if not trials:
                 break
-            values, new_items = self.score(trials)
+            # one progress span for the whole search: the trials it will score in all
+            expected = term.trials or (term.generations or 0) * len(trials) or 0
+            self.evals.span = (scored, max(expected, scored + len(trials)))
+            try:
+                values, new_items = self.score(trials)
+            finally:
+                self.evals.span = None
+            scored += len(trials)
             opt.tell(trials, -values)
             term.update(trials, -values, int(sum(new_items)))
             if trials[0].budget is None:
@@ -79,11 +87,11 @@ class Search:
         return history
 
     def _message(self, trial: Trial) -> str:
+        best = f"best {self.best_so_far:.3f}" if self.best_so_far > float("-inf") else "best -"
         if trial.budget is not None:
-            return f"trial {trial.generation + 1} best {self.best_so_far:.3f}"
+            return f"trial {trial.generation + 1} {best}"
         limit = self.termination.generations
-        return (f"gen {trial.generation + 1}" + (f"/{limit}" if limit else "")
-                + f" best {self.best_so_far:.3f}")
+        return f"gen {trial.generation + 1}" + (f"/{limit}" if limit else "") + f" {best}"
 
     def score(self, trials: list[Trial]) -> tuple[np.ndarray, list[int]]:
         """Estimated accuracy per trial and task (0, the worst, for a genome the space
