@@ -63,6 +63,23 @@ def merge(
         err.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
 
 
+@app.command()
+def init(
+    base: Annotated[str, typer.Option("--base", help="The base model directory.")],
+    model: Annotated[list[str], typer.Option("--model", help="A model to merge (repeat).")],
+    task: Annotated[list[str], typer.Option(
+        "--task", help="NAME=SEARCH_FILE,TEST_FILE, NAME=lm_eval:TASK or a zoo task (repeat).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Config file to write.")
+                   ] = Path("evolve.yaml"),
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+) -> None:
+    """Write a commented starting config for your models and tasks (then evomerge evolve)."""
+    from evomerge.run.init import init_config
+
+    path = init_config(base, model, task, out, device=device)
+    typer.echo(f"wrote {path}: edit it, then run evomerge evolve {path}")
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List merge methods and their parameters."""

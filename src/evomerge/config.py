@@ -97,21 +97,22 @@ class TaskConfig(_Strict):
     """A benchmark: a zoo task (``zoo: add_it``), files (``search`` and ``test``), or an
     lm-eval task (``lm_eval: NAME`` or a task YAML path; extra ``[lm-eval]``)."""
 
-    name: str
-    zoo: str | None = None
-    search: str | None = None
-    test: str | None = None
-    options: dict[str, Any] = {}
+    name: str  # the objective's name in records, reports and plots
+    zoo: str | None = None  # a task of the demo zoo (add_it, ...)
+    search: str | None = None  # JSONL/CSV/parquet file or datasets directory searched on
+    test: str | None = None  # the held-out file the report's test column uses
+    options: dict[str, Any] = {}  # file tasks: field names, generation, few-shot, chat
     fewshot_from: str | None = None  # a file of few-shot examples (same fields as the task)
     # lm-eval tasks: the task, extra task folders, few-shot count, the per-item metric
     # (default the task's first), and the split of its documents (see eval/lm_eval_tasks.py)
-    lm_eval: str | None = None
-    include_path: str | None = None
-    num_fewshot: int | None = Field(default=None, ge=0)
-    metric: str | None = None
+    lm_eval: str | None = None  # an lm-eval task name or task YAML path
+    include_path: str | None = None  # a folder of extra lm-eval task YAML
+    num_fewshot: int | None = Field(default=None, ge=0)  # lm-eval's few-shot count
+    metric: str | None = None  # the per-item metric (default: the task's first)
+    # without validation and test docs: sizes of the seeded disjoint split of one set
     search_size: int | None = Field(default=None, ge=1)
     test_size: int | None = Field(default=None, ge=1)
-    split_seed: int = 0
+    split_seed: int = 0  # seed of that split
 
     @model_validator(mode="after")
     def _source(self) -> TaskConfig:
@@ -132,7 +133,7 @@ class TaskConfig(_Strict):
 
 
 class FitnessConfig(_Strict):
-    subset_size: int = Field(default=20, ge=1)
+    subset_size: int = Field(default=20, ge=1)  # items each candidate is evaluated on
     # names in fitness.extraction.EXTRACTIONS and fitness.estimators.ESTIMATORS; extraction
     # "auto": IRT anchors when the estimator fits an IRT model anyway, else random items
     # (the MERGE3 table in docs/estimators.md: anchors beat random items for the IRT
@@ -141,9 +142,10 @@ class FitnessConfig(_Strict):
         lambda v: v if v == "auto" else _registered("extraction", v))] = "auto"
     stratify_by: str | None = None  # the item metadata field of stratified extraction
     estimator: Annotated[str, AfterValidator(lambda v: _registered("estimator", v))] = "gmpirt"
-    delta: float | Literal["auto"] = 0.5
-    irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"
-    irt_dims: int = Field(default=2, ge=1)
+    delta: float | Literal["auto"] = 0.5  # mp-IRT's mixing weight (auto: fitted)
+    irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"  # the IRT model fitted for estimators
+    irt_dims: int = Field(default=2, ge=1)  # ability dimensions of the mirt model
+    # random merges evaluated on the whole search split to fit the IRT model
     calibration_merges: int = Field(default=8, ge=0)
     # p-IRT / gp-IRT: standard deviation of the N(0, sd^2) prior on a candidate's ability.
     # 1.0 (the IRT fit's own prior) keeps 20-item abilities finite when a candidate answers
@@ -165,21 +167,24 @@ class FinalConfig(_Strict):
     set) are re-scored on the whole search split with the input models and, with
     ``baselines``, the hand-set recipes; the best on those validation items is the answer."""
 
-    top_k: int = Field(default=8, ge=1)
-    baselines: bool = True
+    top_k: int = Field(default=8, ge=1)  # candidates re-scored on the whole search split
+    baselines: bool = True  # also the hand-set recipes (task arithmetic, TIES, ...)
 
 
 class EvolveConfig(_Strict):
-    base_model: str
+    base_model: str  # a checkpoint directory: the merge's base, its config and tokenizer
+    # checkpoints, PEFT LoRA adapters or base+adapter references, merged with the base
     models: list[str] = Field(min_length=1)
-    merge_method: str = "task_arithmetic"
-    # components: the options of the space / optimizer / backend named (see their modules)
+    merge_method: str = "task_arithmetic"  # any method of `evomerge methods`
+    # what a genome sets: per-model or layer-wise parameters, methods per layer group (lfs),
+    # layer stacking (dis); its options are below
     space: _component("space", "type", "per_model")  # type: ignore[valid-type]
-    tasks: list[TaskConfig] = Field(min_length=1)
-    fitness: FitnessConfig = FitnessConfig()
+    tasks: list[TaskConfig] = Field(min_length=1)  # one objective each
+    fitness: FitnessConfig = FitnessConfig()  # how a candidate is scored cheaply
+    # pymoo's algorithms, random search or SMAC3; its options are below
     optimizer: _component("optimizer", "name", "ga")  # type: ignore[valid-type]
-    seed: int = 0
-    device: str = "cpu"
+    seed: int = 0  # seeds the optimizer, the extraction and stochastic merge methods
+    device: str = "cpu"  # cpu, cuda or cuda:N
     # precision candidates are merged and evaluated in; bfloat16 halves memory and the
     # per-candidate update (as mergekit computes in a recipe's dtype)
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
@@ -189,11 +194,12 @@ class EvolveConfig(_Strict):
     tokenizer_source: str | None = None
     # refuse, before loading anything, a search whose memory plan does not fit (memory.py)
     memory_check: bool = True
+    # where candidates are evaluated: this process, or Ray actors; options below
     backend: _component("backend", "name", "local")  # type: ignore[valid-type]
-    batch_size: int = Field(default=64, ge=1)
-    run_dir: str = "runs/evolve"
-    write_best: bool = True
-    final: FinalConfig = FinalConfig()
+    batch_size: int = Field(default=64, ge=1)  # evaluation items per forward pass
+    run_dir: str = "runs/evolve"  # the record, report, plots and best/ (resumable)
+    write_best: bool = True  # write the answer as a checkpoint in run_dir/best
+    final: FinalConfig = FinalConfig()  # the honest final choice
     test_top_k: int = Field(default=5, ge=1)  # validated candidates also tested (held-out)
 
     @model_validator(mode="after")
@@ -230,12 +236,12 @@ class DataConfig(_Strict):
     or a local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks),
     or an lm-eval task's search or test documents (``lm_eval``, generative tasks only)."""
 
-    zoo: str | None = None
-    split: Literal["train", "search", "test"] = "train"
-    file: str | None = None
-    lm_eval: str | None = None
-    include_path: str | None = None
-    options: dict[str, Any] = {}
+    zoo: str | None = None  # a zoo task
+    split: Literal["train", "search", "test"] = "train"  # its split (lm_eval: search or test)
+    file: str | None = None  # a task file or datasets directory
+    lm_eval: str | None = None  # an lm-eval task name or task YAML (generative)
+    include_path: str | None = None  # a folder of extra lm-eval task YAML
+    options: dict[str, Any] = {}  # loader options, as for evolve's file tasks
     limit: int | None = Field(default=None, ge=1)  # only the first N items
     ids: list[str] | None = None  # only these item ids (e.g. an evolve run's subset)
 
@@ -251,18 +257,20 @@ class DataConfig(_Strict):
 class NPMergeConfig(_Strict):
     """``evomerge np-merge``: learned per-parameter merging of causal LMs."""
 
-    models: list[str] = Field(min_length=1)
+    models: list[str] = Field(min_length=1)  # full checkpoints (the first is the module)
     base_model: str | None = None  # needed by mode task_vectors
-    data: DataConfig
-    test: DataConfig | None = None
-    steps: int = Field(default=100, ge=1)
-    lr: float = Field(default=0.05, gt=0)
-    batch_size: int = Field(default=32, ge=1)
+    data: DataConfig  # the items the coefficients are learned on
+    test: DataConfig | None = None  # held-out items: inputs and merge scored at the end
+    steps: int = Field(default=100, ge=1)  # optimiser steps (per pair in pairwise mode)
+    lr: float = Field(default=0.05, gt=0)  # Adam's learning rate on the coefficient logits
+    batch_size: int = Field(default=32, ge=1)  # items per step
+    # one coefficient per parameter, per output row, or per tensor
     granularity: Literal["parameter", "row", "tensor"] = "parameter"
+    # pairwise interpolation in turn, a joint softmax, or scales of the task vectors
     mode: Literal["pairwise", "softmax", "task_vectors"] = "pairwise"
-    seed: int = 0
-    device: str = "cpu"
-    output: str = "np-merged"
+    seed: int = 0  # batch order and initialisation
+    device: str = "cpu"  # cpu, cuda or cuda:N
+    output: str = "np-merged"  # the merged checkpoint's directory
     tokenizer_source: str | None = None  # base, union or a model (vocabularies that differ)
     memory_check: bool = True  # refuse a job whose memory plan does not fit (memory.py)
 

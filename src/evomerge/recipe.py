@@ -87,17 +87,18 @@ class TokenizerSettings(_Strict):
 class MergeRecipe(_Strict):
     """mergekit's MergeConfiguration, restricted to what evomerge implements."""
 
-    merge_method: str
-    models: list[InputModel] | None = None
-    slices: list[OutputSlice] | None = None
-    modules: dict[str, Any] | None = None
-    base_model: str | None = None
-    parameters: Parameters | None = None
-    dtype: str | None = None
-    out_dtype: str | None = None
+    merge_method: str  # `evomerge methods` lists them with their parameters
+    models: list[InputModel] | None = None  # whole models (or `slices`, not both)
+    slices: list[OutputSlice] | None = None  # layer ranges per output slice (stacking)
+    modules: dict[str, Any] | None = None  # mergekit's modules: form, refused
+    base_model: str | None = None  # the base (task-vector methods) or config donor
+    parameters: Parameters | None = None  # recipe-wide parameters (models' own win)
+    dtype: str | None = None  # mergekit's compute dtype; evomerge computes in float32
+    out_dtype: str | None = None  # the stored dtype (default dtype, else the base's)
+    # base, union or a model directory: align vocabularies that differ (merge.md)
     tokenizer_source: str | None = None
-    tokenizer: TokenizerSettings | None = None
-    chat_template: str | None = None
+    tokenizer: TokenizerSettings | None = None  # mergekit's tokenizer block, instead
+    chat_template: str | None = None  # auto, chatml or a Jinja template
 
     @model_validator(mode="after")
     def _one_input_form(self) -> MergeRecipe:

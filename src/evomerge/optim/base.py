@@ -46,8 +46,8 @@ class OptimizerOptions(ComponentOptions):
     """The ``optimizer:`` block of an evolve config; ``name`` names the optimizer."""
 
     name: str
-    pop_size: int = Field(default=10, ge=2)
-    generations: int = Field(default=5, ge=1)
+    pop_size: int = Field(default=10, ge=2)  # candidates per generation
+    generations: int = Field(default=5, ge=1)  # generations (SMAC: see trials)
     seed_endpoints: bool = True  # the input models themselves start the search
     # stop once this many items were evaluated in the search (every optimizer)
     item_budget: int | None = Field(default=None, ge=1)

@@ -65,9 +65,9 @@ class SpaceOptions(ComponentOptions):
 class RangeOptions(SpaceOptions):
     """Bounds of the usual merge parameters (one gene each per model, or per group)."""
 
-    weight: tuple[float, float] = (0.0, 1.0)
-    density: tuple[float, float] = (0.1, 1.0)
-    t: tuple[float, float] = (0.0, 1.0)
+    weight: tuple[float, float] = (0.0, 1.0)  # bounds of each weight gene
+    density: tuple[float, float] = (0.1, 1.0)  # bounds of density (sparsifying methods)
+    t: tuple[float, float] = (0.0, 1.0)  # bounds of SLERP's t
     grid: float | None = Field(default=None, gt=0)  # a discrete step for every gene
     parameters: dict[str, Any] = {}  # fixed method parameters added to every recipe
 

@@ -27,6 +27,7 @@ from evomerge.spaces.base import short_name as _short
 class LayerwiseOptions(RangeOptions):
     type: Literal["layerwise"] = "layerwise"
     layer_granularity: int = Field(default=1, ge=1)  # layers per group
+    # module groups with their own genes (io/naming decides what each holds)
     modules: list[Literal["attention", "mlp", "other"]] = ["attention", "mlp", "other"]
 
 

@@ -40,7 +40,7 @@ SUBSETS = ("attention", "mlp", "other")
 
 class LFSOptions(SpaceOptions):
     type: Literal["lfs"] = "lfs"
-    layer_granularity: int = Field(default=1, ge=1)
+    layer_granularity: int = Field(default=1, ge=1)  # layers per group (each group picks a method)
     weight: tuple[float, float] = (0.0, 1.0)  # linear weights and task-vector scales
     density: tuple[float, float] = (0.1, 1.0)  # ties
 

@@ -1,0 +1,24 @@
+"""docs/config.md is generated from the config models; it must match the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from evomerge.config import EvolveConfig, NPMergeConfig
+from evomerge.config_reference import render
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "config.md"
+
+
+def test_docs_config_md_is_up_to_date() -> None:
+    assert DOC.read_text() == render(), (
+        "docs/config.md is stale: python -m evomerge.config_reference > docs/config.md")
+
+
+def test_every_field_is_in_the_reference_with_its_default() -> None:
+    text = render()
+    for model in (EvolveConfig, NPMergeConfig):
+        for name in model.model_fields:
+            assert f"| `{name}` |" in text, name
+    assert "| `batch_size` | int | `64` | evaluation items per forward pass |" in text
+    assert "| `dtype` | `float32` \\| `bfloat16` \\| `float16` | `float32` |" in text
