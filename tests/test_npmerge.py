@@ -13,6 +13,7 @@ from evomerge.errors import ConfigError, ModelError
 from evomerge.npmerge import (
     align,
     apply_permutation,
+    classification_loss,
     np_merge_modules,
     sequential_spec,
     weight_matching,
@@ -243,3 +244,66 @@ def test_np_merge_job_in_task_vector_mode(tmp_path: Path) -> None:
                                          base_model=str(ZOO_DIR / "base"), test=None))
     result = np_merge(cfg)
     assert result.losses[-1] < result.losses[0] and (tmp_path / "merged").is_dir()
+
+
+# --- guard rails: validation, early stopping, the best step kept, a warning ---------------
+
+def _labelled_by(net: torch.nn.Module, seed: int, n: int = 256) -> list[tuple[torch.Tensor,
+                                                                             torch.Tensor]]:
+    """Inputs labelled by ``net``'s own predictions: the task ``net`` solves perfectly."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    return [(x[i:i + 64], y[i:i + 64]) for i in range(0, n, 64)]
+
+
+def test_validation_keeps_the_best_step_stops_early_and_warns() -> None:
+    """Training items labelled by model A pull the merge towards A; held-out items labelled
+    by model B make every step worse on validation: the untrained start (step 0) is kept,
+    training stops after ``patience`` checks, and B alone beats the merge on validation."""
+    from evomerge.npmerge.job import _notes
+
+    a, b = mlp(0), mlp(1)
+    train, held = _labelled_by(a, 1), _labelled_by(b, 2)
+
+    def validate(forward) -> float:  # noqa: ANN001
+        return sum(float(classification_loss(forward, batch)) for batch in held) / len(held)
+
+    start = np_merge_modules(mlp(0), [a.state_dict(), b.state_dict()], train, steps=1,
+                             lr=1e-12).state_dict  # coefficients 0.5: the average
+    result = np_merge_modules(mlp(0), [a.state_dict(), b.state_dict()], train, steps=200,
+                              lr=0.1, validate=validate, eval_every=5, patience=3)
+    steps = [s for s, _ in result.validation]
+    assert result.best_steps == [0] and steps == [0, 5, 10, 15]  # stopped after 3 checks
+    assert len(result.losses) == 15 < 200
+    assert result.validation[-1][1] > result.validation[0][1]  # it only got worse
+    for name, value in start.items():
+        torch.testing.assert_close(result.state_dict[name], value, rtol=1e-5, atol=1e-6)
+    assert result.input_validation[1] < result.best_validation  # B alone is better
+    cfg = type("C", (), {"models": ["runs/a", "runs/b"]})()
+    (note,) = _notes(cfg, result)
+    assert "worse than b's own" in note
+
+
+def test_np_merge_job_holds_out_validation_items_and_records_the_curve(tmp_path: Path) -> None:
+    import json
+
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import _validation_split, np_merge
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    cfg = load_np_merge_config(np_config(tmp_path, steps=20, eval_every=5, mode="task_vectors",
+                                         base_model=str(ZOO_DIR / "base")))
+    from evomerge.eval.sources import load_data
+
+    train, held = _validation_split(cfg, load_data(cfg.data, "data"))
+    assert held is not None and len(held.items) == 10 and len(train.items) == 38
+    assert not set(train.ids) & set(held.ids)
+    result = np_merge(cfg)
+    record = json.loads((result.output / "np_merge_coefficients.json").read_text())
+    assert [s for s, _ in record["validation"]][:5] == [0, 5, 10, 15, 20]
+    assert record["best_steps"] == result.best_steps and 0 <= result.best_steps[0] <= 20
+    kept = dict(record["validation"])[result.best_steps[0]]
+    assert kept == min(v for _, v in record["validation"])
+    assert len(record["input_validation"]) == 2

@@ -177,8 +177,12 @@ def np_merge(
         for label, acc in result.test.items():
             table.add_row(label, f"{100 * acc:.1f}")
         Console().print(table)
+    kept = (f"; kept step {', '.join(map(str, result.best_steps))} by validation loss"
+            if result.best_steps else "")
     typer.echo(f"wrote {result.output} (loss {result.losses[0]:.4f} -> "
-               f"{result.losses[-1]:.4f} over {len(result.losses)} steps)")
+               f"{result.losses[-1]:.4f} over {len(result.losses)} steps{kept})")
+    for note in result.notes:
+        typer.echo(f"note: {note}")
 
 
 @app.command()

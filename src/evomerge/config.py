@@ -273,6 +273,14 @@ class NPMergeConfig(_Strict):
     output: str = "np-merged"  # the merged checkpoint's directory
     tokenizer_source: str | None = None  # base, union or a model (vocabularies that differ)
     memory_check: bool = True  # refuse a job whose memory plan does not fit (memory.py)
+    # held-out items the merge is checked on: these, or (null) this fraction of data's
+    # items, drawn with the seed and never trained on; 0 turns validation off
+    validation: DataConfig | None = None
+    validation_fraction: float = Field(default=0.2, ge=0, lt=1)
+    eval_every: int = Field(default=10, ge=1)  # steps between validation checks
+    # stop after this many checks without a lower validation loss (null: never); the
+    # coefficients of the lowest are kept either way
+    patience: int | None = Field(default=5, ge=1)
 
     @model_validator(mode="after")
     def _enough_models(self) -> NPMergeConfig:

@@ -112,11 +112,11 @@ def search_plan(sources: Mapping[str, TensorSource], *, device: str, dtype: str,
 def npmerge_plan(sources: Mapping[str, TensorSource], *, device: str, has_base: bool,
                  granularity: str, batch_size: int, seq_len: int) -> MemoryPlan:
     """np-merge: every model (and the base) as a float32 module; the coefficients with their
-    gradients and Adam's two moments (one per parameter, row or tensor); the merged weights
-    with what autograd keeps per weight; the batch's activations (logits for the loss
-    and its gradient, and per layer a dozen hidden-size tensors). Per merged weight autograd
-    keeps three tensors (sigmoid of the coefficient, the difference, the result) and the
-    backward pass adds two gradients of the same size."""
+    gradients, Adam's two moments and the kept best copy (one per parameter, row or tensor);
+    the merged weights with what autograd keeps per weight; the batch's activations (logits
+    for the loss and its gradient, and per layer a dozen hidden-size tensors). Per merged
+    weight autograd keeps three tensors (sigmoid of the coefficient, the difference, the
+    result) and the backward pass adds two gradients of the same size."""
     first = next(iter(sources.values()))
     names = [n for n in first.names() if first.dtype(n).is_floating_point]
     params = sum(_numel(first.shape(n)) for n in names)
@@ -130,7 +130,8 @@ def npmerge_plan(sources: Mapping[str, TensorSource], *, device: str, has_base: 
     layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
     hidden = int(text.get("hidden_size") or text.get("n_embd") or 0)
     models = (n_models + int(has_base)) * params * 4
-    training = {"coefficients": 4 * coefficients * 4, "merged weights": 5 * params * 4,
+    # the coefficients, their gradient, Adam's two moments and the best step's copy
+    training = {"coefficients": 5 * coefficients * 4, "merged weights": 5 * params * 4,
                 "activations": batch_size * seq_len * (3 * vocab + 12 * layers * hidden) * 4}
     plan = MemoryPlan(device)
     if device.startswith("cpu"):

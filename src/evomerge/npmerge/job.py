@@ -39,6 +39,9 @@ class NPMergeJobResult:
     output: Path
     losses: list[float]
     test: dict[str, float] = field(default_factory=dict)  # model label -> accuracy
+    validation: list[tuple[int, float]] = field(default_factory=list)  # (step, loss)
+    best_steps: list[int] = field(default_factory=list)  # the step each merge kept
+    notes: list[str] = field(default_factory=list)  # what the user should know
 
 
 def _check_models(paths: list[str]) -> list[str]:
@@ -106,6 +109,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
         raise ConfigError("data: NP Merge learns from answer texts; multiple-choice tasks are "
                           "not supported")
     test_task = load_data(config.test, "test") if config.test is not None else None
+    train_task, val_task = _validation_split(config, train_task)
     torch.manual_seed(config.seed)
     tok = vocab.tokenizer if vocab else load_tokenizer(config.models[0])
 
@@ -127,12 +131,24 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
         # its weights are replaced only once the merge is computed
         model = models[0]
         log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
-            f"{config.steps} steps")
+            f"{config.steps} steps" + (f", checked on {len(val_task.items)} held-out items"
+                                       if val_task is not None else ""))
+        validate = None
+        if val_task is not None:
+            batches = list(_batches_once(tok, val_task, config.batch_size))
+
+            def validate(forward: Any) -> float:
+                total = sum(float(lm_loss(forward, {k: v.to(dev) for k, v in b.items()}))
+                            * len(b["input_ids"]) for b in batches)
+                return total / len(val_task.items)
+
         result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
                                                           config.seed),
                                   lm_loss, steps=config.steps, lr=config.lr,
                                   granularity=config.granularity, mode=config.mode,
-                                  device=dev, base=base, progress=progress)
+                                  device=dev, base=base, progress=progress,
+                                  validate=validate, eval_every=config.eval_every,
+                                  patience=config.patience)
         params = dict(model.named_parameters())
         with torch.no_grad():
             for name, value in result.state_dict.items():
@@ -142,10 +158,56 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
             _save(tmp, model, tok, config, result)
         except OSError as exc:
             raise write_error(out, exc) from None
-    job = NPMergeJobResult(out, result.losses)
+    job = NPMergeJobResult(out, result.losses, validation=result.validation,
+                           best_steps=result.best_steps, notes=_notes(config, result))
     if test_task is not None:
         job.test = _test(config, test_task, tok, model, dev, load)
     return job
+
+
+def _validation_split(config: NPMergeConfig, task: Task) -> tuple[Task, Task | None]:
+    """(training items, held-out items): the validation data given, or a seeded fraction of
+    the data that training never sees."""
+    if config.validation is not None:
+        val = load_data(config.validation, "validation")
+        same = ("zoo", "split", "file", "lm_eval")
+        if all(getattr(config.validation, k) == getattr(config.data, k) for k in same):
+            held = set(val.ids)  # the same items: never trained on
+            task = task.subset([i for i in task.ids if i not in held])
+            if not task.items:
+                raise ConfigError("data: every item is also a validation item")
+        return task, val
+    n = int(round(config.validation_fraction * len(task.items)))
+    if n == 0:
+        return task, None
+    if n >= len(task.items):
+        raise ConfigError(f"data: {len(task.items)} items leave none to train on after "
+                          f"validation_fraction {config.validation_fraction}")
+    order = [it.id for it in task.items]
+    random.Random(config.seed).shuffle(order)
+    held = set(order[:n])
+    return (task.subset([i for i in task.ids if i not in held]),
+            task.subset([i for i in task.ids if i in held]))
+
+
+def _batches_once(tok: Any, task: Task, size: int) -> Iterator[dict[str, torch.Tensor]]:
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
+    for i in range(0, len(pairs), size):
+        ids, mask, labels = encode_answers(tok, pairs[i:i + size])
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _notes(config: NPMergeConfig, result: Any) -> list[str]:
+    """A plain warning when the kept merge is worse on validation than an input model."""
+    best, inputs = result.best_validation, result.input_validation
+    if best is None or not inputs:
+        return []
+    k = min(range(len(config.models)), key=lambda i: inputs[i])
+    if best <= inputs[k]:
+        return []
+    return [f"the merge's validation loss {best:.4f} is worse than {Path(config.models[k]).name}"
+            f"'s own {inputs[k]:.4f}: the input model may serve better (more data, "
+            "granularity row or tensor, or fewer steps may help)"]
 
 
 def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
@@ -158,7 +220,9 @@ def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
                    if c.numel() > 1 else 0.0}
                for n, c in result.coefficients[-1].items()}
     (tmp / "np_merge_coefficients.json").write_text(json.dumps(
-        {"losses": result.losses, "last_merge_coefficients": summary}, indent=1))
+        {"losses": result.losses, "validation": result.validation,
+         "best_steps": result.best_steps, "input_validation": result.input_validation,
+         "last_merge_coefficients": summary}, indent=1))
 
 
 def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,

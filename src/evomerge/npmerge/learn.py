@@ -66,6 +66,22 @@ class NPMergeResult:
     # scales of the task vectors, stacked the same way
     coefficients: list[dict[str, torch.Tensor]]
     losses: list[float] = field(default_factory=list)
+    # with a validation set: (step, validation loss) per check, the step each merge kept
+    # (0: the untrained start), and each input model's own validation loss
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    best_steps: list[int] = field(default_factory=list)
+    input_validation: list[float] = field(default_factory=list)
+
+    @property
+    def best_validation(self) -> float | None:
+        """The validation loss of the kept merge (the last merge step's best)."""
+        if not self.best_steps or not self.validation:
+            return None
+        return min(v for _, v in self.validation[self._last_start():])
+
+    def _last_start(self) -> int:
+        starts = [i for i, (step, _) in enumerate(self.validation) if step == 0]
+        return starts[-1] if starts else 0
 
 
 def _stream(batches: Iterable[Any]) -> Iterator[Any]:
@@ -89,14 +105,21 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
                      steps: int = 100, lr: float = 0.05, granularity: Granularity = "parameter",
                      mode: Mode = "pairwise", device: str | torch.device | None = None,
                      base: Mapping[str, torch.Tensor] | None = None,
-                     progress: Progress | None = None) -> NPMergeResult:
+                     progress: Progress | None = None,
+                     validate: Callable[[Forward], float] | None = None,
+                     eval_every: int = 10, patience: int | None = None) -> NPMergeResult:
     """Merge the state dicts ``states`` (same architecture as ``module``, aligned first when
     trained from different initialisations) with coefficients learned on ``batches``.
 
     ``loss_fn(forward, batch)`` returns the loss of one batch, where ``forward`` calls
     ``module`` with the merged weights. Floating-point buffers (BatchNorm statistics) are
     averaged, others taken from the first model. ``steps`` counts optimiser steps per pairwise
-    merge (K - 1 of them) or in all for softmax."""
+    merge (K - 1 of them) or in all for softmax.
+
+    ``validate(forward)`` gives a held-out loss: it is checked before training and every
+    ``eval_every`` steps, training stops after ``patience`` checks without a lower one, and
+    the coefficients of the lowest are kept (a merge that only overfits its few training
+    items keeps its start)."""
     if mode == "task_vectors":
         if base is None:
             raise ConfigError("mode task_vectors needs the base model's weights")
@@ -131,11 +154,31 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
     losses: list[float] = []
     coefficients: list[dict[str, torch.Tensor]] = []
     total = steps * (len(states) - 1 if mode == "pairwise" else 1)
+    validation: list[tuple[int, float]] = []
+    best_steps: list[int] = []
+
+    def held_out(params: dict[str, torch.Tensor]) -> float:
+        assert validate is not None
+        with torch.no_grad():
+            return float(validate(lambda *a, **k: functional_call(
+                module, {**params, **buffers}, a, k)))
+
+    inputs_val = [held_out(t) for t in tensors] if validate is not None else []
 
     def train(logits: dict[str, torch.Tensor],
               combine: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
         opt = torch.optim.Adam(list(logits.values()), lr=lr)
-        for _ in range(steps):
+
+        def check(step: int) -> float:
+            with torch.no_grad():
+                v = held_out({n: combine(n, logits[n]) for n in names})
+            validation.append((step, v))
+            return v
+
+        best = (check(0), 0, {n: p.detach().clone() for n, p in logits.items()}) \
+            if validate is not None else None
+        stale = 0
+        for step in range(1, steps + 1):
             params = {n: combine(n, logits[n]) for n in names}
 
             def forward(*args: Any, params: dict = params, **kwargs: Any) -> Any:
@@ -148,6 +191,20 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
             losses.append(loss.item())
             if progress is not None:
                 progress(len(losses), total, losses[-1])
+            if best is not None and (step % eval_every == 0 or step == steps):
+                v = check(step)
+                if v < best[0] - 1e-9:
+                    best, stale = (v, step, {n: p.detach().clone() for n, p in
+                                             logits.items()}), 0
+                else:
+                    stale += 1
+                if patience is not None and stale >= patience:
+                    break
+        if best is not None:  # the coefficients of the lowest validation loss
+            with torch.no_grad():
+                for n, p in logits.items():
+                    p.copy_(best[2][n])
+            best_steps.append(best[1])
 
     if mode == "pairwise":
         merged = tensors[0]
@@ -195,7 +252,7 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
         raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax, task_vectors)")
     state = {n: merged[n].detach().to("cpu", states[0][n].dtype) for n in names}
     state.update({n: b.detach().cpu() for n, b in buffers.items()})
-    return NPMergeResult(state, coefficients, losses)
+    return NPMergeResult(state, coefficients, losses, validation, best_steps, inputs_val)
 
 
 def _to(batch: Any, dev: torch.device) -> Any:
