@@ -201,13 +201,36 @@ def report(
     typer.echo(f"{run_dir}: {kinds or 'no evaluations yet'}; {items or 0} item evaluations; "
                + ("finished (report.md)" if s["finished"] else "not finished"))
     if s["best"]:
-        table = Table(title="best candidates by estimate (%)")
-        for col in ("generation", "budget", *s["tasks"]):
+        from evomerge.run.export import recipe_summary
+
+        budgets = any(b["budget"] for b in s["best"])
+        table = Table(title="best candidates by estimate (%); evomerge export RUN_DIR ID")
+        for col in ("id", "trial" if budgets else "generation", *(["budget"] if budgets else []),
+                    *s["tasks"]):
             table.add_column(col, justify="right")
+        table.add_column("recipe")
         for b in s["best"]:
-            table.add_row(str(b["generation"]), str(b["budget"] or "-"),
-                          *(f"{100 * b['estimates'][t]:.1f}" for t in s["tasks"]))
-        Console().print(table)
+            table.add_row(str(b["id"]), str(b["generation"]),
+                          *([str(b["budget"])] if budgets else []),
+                          *(f"{100 * b['estimates'][t]:.1f}" for t in s["tasks"]),
+                          recipe_summary(b["recipe"]))
+        Console(width=200).print(table)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    candidate: Annotated[str, typer.Argument(
+        help="best, a candidate id (12 or 'candidate 12'), or a label of the final table.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output model directory.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an output evomerge wrote.")
+                     ] = False,
+) -> None:
+    """Write any recorded candidate (or baseline) of a run as a checkpoint with its recipe."""
+    from evomerge.run.export import export_candidate
+
+    path, label = export_candidate(run_dir, candidate, out, force=force)
+    typer.echo(f"wrote {path} ({label})")
 
 
 def _print_result(result) -> None:  # noqa: ANN001

@@ -70,18 +70,25 @@ def _accuracies(rec: EvalRecord) -> dict[str, float]:
     return {t: r["accuracy"] for t, r in rec["tasks"].items()}
 
 
-def _ranked_candidates(evals: Evaluations) -> list[EvalRecord]:
-    # in the order the optimizer asked for them, whatever order the workers finished in
-    cands = sorted(evals.store.of_kind("candidate"),
+def candidate_order(records: list[Any]) -> list[Any]:
+    """The candidates of a run in the order the optimizer asked for them (whatever order the
+    workers finished in), at the highest budget seen for multi-fidelity runs: position ``i``
+    is "candidate i" in reports, result.json and ``evomerge export``."""
+    cands = sorted((r for r in records if r["kind"] == "candidate"),
                    key=lambda r: (r["generation"], r.get("index", 0)))
+    if any("budget" in r for r in cands):  # multi-fidelity: rank at the highest budget seen
+        top = max(r.get("budget", 0) for r in cands)
+        cands = [r for r in cands if r.get("budget", 0) == top]
+    return cands
+
+
+def _ranked_candidates(evals: Evaluations) -> list[EvalRecord]:
+    cands = candidate_order(evals.store.of_kind("candidate"))
     if not cands:
         why = evals.failures[0] if evals.failures else "the space rejected every genome"
         raise EvomergeError(f"no candidate could be merged and evaluated ({len(evals.failures)}"
                             f" failed); the first failure: {why}")
-    if any("budget" in r for r in cands):  # multi-fidelity: rank at the highest budget seen
-        top = max(r.get("budget", 0) for r in cands)
-        cands = [r for r in cands if r.get("budget", 0) == top]
-    return cands  # type: ignore[return-value]
+    return cands
 
 
 def _full_search(evals: Evaluations, contenders: list[Contender], cands: list[EvalRecord],

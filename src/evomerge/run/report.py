@@ -141,18 +141,18 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+    from evomerge.run.finish import candidate_order
+
     cands = [r for r in records if r["kind"] == "candidate"]
     items: dict[str, int] = {}
     for r in records:
         items[r["split"]] = items.get(r["split"], 0) + sum(len(t["ids"])
                                                             for t in r["tasks"].values())
     tasks = list(cands[0]["estimates"]) if cands else []
-    ranked = cands
-    if any("budget" in r for r in cands):
-        high = max(r.get("budget", 0) for r in cands)
-        ranked = [r for r in cands if r.get("budget", 0) == high]
-    ranked = sorted(ranked, key=lambda r: -r["estimates"][tasks[0]]) if tasks else []
-    best = [{"generation": r.get("generation"), "budget": r.get("budget"),
+    ordered = candidate_order(records)
+    ids = {id(r): i for i, r in enumerate(ordered)}
+    ranked = sorted(ordered, key=lambda r: -sum(r["estimates"].values())) if tasks else []
+    best = [{"id": ids[id(r)], "generation": r.get("generation"), "budget": r.get("budget"),
              "estimates": r["estimates"], "recipe": r["recipe"]} for r in ranked[:top]]
     if cands:
         plt = _plt()
