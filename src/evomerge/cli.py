@@ -233,6 +233,18 @@ def export(
     typer.echo(f"wrote {path} ({label})")
 
 
+@app.command()
+def dashboard(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (running or not).")],
+    port: Annotated[int, typer.Option(help="Port on localhost.")] = 8080,
+) -> None:
+    """Watch a run in optuna-dashboard (extra [dashboard]): trials, history, Pareto front."""
+    from evomerge.run.dashboard import serve
+
+    _on_interrupt("dashboard stopped")
+    serve(run_dir, port=port, log=typer.echo)
+
+
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 
