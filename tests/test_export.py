@@ -85,3 +85,21 @@ def test_report_lists_candidate_ids_with_recipes(finished_run: Path,
     for b in s["best"]:
         assert f"│ {b['id']} " in out or f"│  {b['id']} " in out or f" {b['id']} │" in out
     assert "merge_method: task_arithmetic" in out and "math_en" in out
+
+
+GOLDEN_REPORT = Path(__file__).parent / "data" / "report_golden.md"
+
+
+@pytest.mark.slow
+def test_report_md_matches_the_golden_file(finished_run: Path) -> None:
+    """report.md of a small search on the throwaway zoo: the final table with each
+    contender's recipe, the test table, the best recipe (model paths masked)."""
+    import os
+    import re
+
+    text = (finished_run / "report.md").read_text()
+    text = re.sub(r"/\S*/(zoo|run)/", "<\\1>/", text)
+    if os.environ.get("EVOMERGE_REGOLD"):
+        GOLDEN_REPORT.write_text(text)
+    assert text == GOLDEN_REPORT.read_text()
+    assert "`{base_model: base, merge_method: task_arithmetic" in text

@@ -28,12 +28,19 @@ def _plt() -> Any:
 def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
                  test_points: list[tuple[list[float], list[float]]]) -> None:
     plt = _plt()
+    from matplotlib.ticker import MaxNLocator
+
     out = result.run_dir
     if result.history:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         gens = [h["generation"] + 1 for h in result.history]
         ax.plot(gens, [h["best"] for h in result.history], marker="o", label="best")
         ax.plot(gens, [h["mean"] for h in result.history], marker=".", label="mean")
+        inputs = [(r["label"], r["validation"].get(tasks[0])) for r in result.final
+                  if r["role"] == "input" and r["validation"].get(tasks[0]) is not None]
+        for k, (label, value) in enumerate(inputs):  # what the search has to beat
+            ax.axhline(value, color=f"C{k + 2}", ls="--", lw=0.8, label=f"{label} (input)")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial" if "budget" in result.history[0] else "generation")
         ax.set_ylabel(f"estimated accuracy ({tasks[0]})")
         ax.legend()
@@ -45,8 +52,17 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         ax.scatter(estimates[:, 0], estimates[:, 1], s=12, alpha=0.5, label="candidates")
         front = np.array([[p["estimates"][tasks[0]], p["estimates"][tasks[1]]]
                           for p in result.pareto])
-        order = np.argsort(front[:, 0])
-        ax.plot(front[order, 0], front[order, 1], "r-o", label="Pareto front")
+        ax.scatter(front[:, 0], front[:, 1], s=36, c="red", label="Pareto front")
+        marked = False
+        for row in result.final:  # the input models, on the whole search split
+            if row["role"] == "input" and all(t in row["validation"] for t in tasks[:2]):
+                ax.scatter(row["validation"][tasks[0]], row["validation"][tasks[1]],
+                           marker="*", s=120, c="k",
+                           label=None if marked else "input models (validation)")
+                marked = True
+                ax.annotate(row["label"], (row["validation"][tasks[0]],
+                                           row["validation"][tasks[1]]), fontsize=7,
+                            xytext=(4, 4), textcoords="offset points")
         ax.set_xlabel(tasks[0])
         ax.set_ylabel(tasks[1])
         ax.legend()
@@ -72,7 +88,8 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         lines += ["## Final choice", "",
                   "The top candidates by estimate, the input models and the hand-set baselines, "
                   "re-scored on the whole search split (validation); the answer (**bold**) is "
-                  "the best there. Test: the held-out split. Accuracy in %.", "",
+                  "the best there. Test: the held-out split. Accuracy in %. Any row: "
+                  "`evomerge export RUN_DIR LABEL -o OUT`.", "",
                   *final_table(result.final, tasks), ""]
     lines += ["## Held-out test accuracy", "",
               "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
@@ -118,11 +135,14 @@ def final_rows(final: list[dict[str, Any]], tasks: list[str]
 
 def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:
     """Markdown rows: contender, role, then estimate / validation / test per task."""
-    head = ["model", "role", *final_columns(tasks)]
+    from evomerge.run.export import recipe_summary
+
+    head = ["model", "role", *final_columns(tasks), "recipe"]
     lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     for row, cells in final_rows(final, tasks):
         label = f"**{row['label']}**" if row["chosen"] else row["label"]
-        lines.append("| " + " | ".join([label, row["role"], *cells]) + " |")
+        recipe = f"`{recipe_summary(row['recipe'])}`" if row["role"] != "input" else ""
+        lines.append("| " + " | ".join([label, row["role"], *cells, recipe]) + " |")
     return lines
 
 
@@ -156,12 +176,15 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
              "estimates": r["estimates"], "recipe": r["recipe"]} for r in ranked[:top]]
     if cands:
         plt = _plt()
+        from matplotlib.ticker import MaxNLocator
+
         running, curve = float("-inf"), []
         for r in cands:
             running = max(running, r["estimates"][tasks[0]])
             curve.append(running)
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.plot(range(1, len(curve) + 1), curve)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("candidates evaluated")
         ax.set_ylabel(f"best estimate so far ({tasks[0]})")
         fig.tight_layout()
