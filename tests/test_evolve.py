@@ -140,6 +140,7 @@ def test_other_optimizers_spaces_and_multi_objective(tiny_zoo: Path, tmp_path: P
             assert all(abs(g * 4 - round(g * 4)) < 1e-9 for g in r["genome"])
     if len(tasks) == 2:
         assert (tmp_path / "run" / "pareto.png").exists() and result.pareto
+        assert (tmp_path / "run" / "fitness_tasks.png").exists()  # one panel per task
     assert len(cands) >= 4
 
 

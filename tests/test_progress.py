@@ -40,3 +40,21 @@ def test_non_tty_progress_lines_match_the_golden_file(tiny_zoo: Path, tmp_path: 
     done = [int(re.match(r"search (\d+)/12 ", ln).group(1)) for ln in search]  # type: ignore[union-attr]
     assert done == sorted(done) and done[-1] == 12  # one span: 4 x 3 trials, never reset
     assert all("eta T" in ln for ln in search if " 0/" not in ln and "100%" not in ln)
+
+
+def test_the_progress_message_says_when_the_best_stopped_moving() -> None:
+    import numpy as np
+
+    from evomerge.optim.base import Termination, Trial
+    from evomerge.run.search import Search
+
+    search = Search.__new__(Search)
+    search.termination = Termination(generations=10)
+    search.best_so_far = float("-inf")
+    trial = Trial(np.zeros(2), generation=0, index=0, budget=None)
+    assert search._message(trial) == "gen 1/10 best -"
+    for best in [0.2, 0.3, 0.3, 0.3, 0.3]:
+        search.termination.update([trial], np.array([[-best]]), 0)
+    search.best_so_far = 0.3
+    assert search._message(Trial(np.zeros(2), 5, 0, None)) == (
+        "gen 6/10 best 0.300 (unchanged for 3 generations)")

@@ -47,6 +47,24 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         fig.tight_layout()
         fig.savefig(out / "fitness.png", dpi=120)
         plt.close(fig)
+    if len(tasks) >= 2 and len(estimates):  # each task: best estimate so far, inputs
+        fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3), squeeze=False)
+        for k, (t, ax) in enumerate(zip(tasks, axes[0], strict=True)):
+            x = np.arange(1, len(estimates) + 1)
+            ax.scatter(x, estimates[:, k], s=8, alpha=0.4, label="candidates")
+            ax.plot(x, np.maximum.accumulate(estimates[:, k]), label="best so far")
+            for j, row in enumerate(r for r in result.final if r["role"] == "input"):
+                if t in row["validation"]:
+                    ax.axhline(row["validation"][t], color=f"C{j + 2}", ls="--", lw=0.8,
+                               label=f"{row['label']} (input)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("candidates evaluated")
+            ax.set_title(t)
+        axes[0][0].set_ylabel("estimated accuracy")
+        axes[0][-1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out / "fitness_tasks.png", dpi=120)
+        plt.close(fig)
     if len(tasks) >= 2:
         fig, ax = plt.subplots(figsize=(4.5, 4))
         ax.scatter(estimates[:, 0], estimates[:, 1], s=12, alpha=0.5, label="candidates")
@@ -98,7 +116,8 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     if result.notes:
         lines += ["", "## Notes", "", *(f"- {n}" for n in result.notes)]
     lines += ["", "## Best recipe", "", "```yaml", result.best_recipe.to_yaml().rstrip(), "```",
-              "", "Plots: fitness.png" + (", pareto.png" if len(tasks) >= 2 else "")
+              "", "Plots: fitness.png" + (", fitness_tasks.png, pareto.png" if len(tasks) >= 2
+                                          else "")
               + ", estimated_vs_test.png"]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     atomic_write_text(out / "result.json", json.dumps(

@@ -91,7 +91,10 @@ class Search:
         if trial.budget is not None:
             return f"trial {trial.generation + 1} {best}"
         limit = self.termination.generations
-        return f"gen {trial.generation + 1}" + (f"/{limit}" if limit else "") + f" {best}"
+        stale = self.termination.stale  # generations since the best estimate last rose
+        still = f" (unchanged for {stale} generations)" if stale >= 2 else ""
+        return (f"gen {trial.generation + 1}" + (f"/{limit}" if limit else "") + f" {best}"
+                + still)
 
     def score(self, trials: list[Trial]) -> tuple[np.ndarray, list[int]]:
         """Estimated accuracy per trial and task (0, the worst, for a genome the space
