@@ -16,6 +16,7 @@ from .test_evolve import config
 
 GOLDEN = Path(__file__).parent / "data" / "progress_lines.txt"
 TIME = re.compile(r"\d+:\d\d:\d\d")
+RATE = re.compile(r"\d+ items/s")
 
 
 def progress_lines(tiny_zoo: Path, tmp_path: Path) -> list[str]:
@@ -26,7 +27,7 @@ def progress_lines(tiny_zoo: Path, tmp_path: Path) -> list[str]:
     out = subprocess.run([str(exe), "evolve", str(path), "--log-every", "0"],
                          capture_output=True, text=True, check=True,
                          env={**os.environ, "COLUMNS": "100"}).stdout
-    return [TIME.sub("T", ln) for ln in out.splitlines()
+    return [RATE.sub("N items/s", TIME.sub("T", ln)) for ln in out.splitlines()
             if re.match(r"(search|calibration|validation|test) \d+/\d+", ln)]
 
 

@@ -4,6 +4,7 @@ record the moment it completes, so no finished evaluation is ever lost or repeat
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
@@ -67,6 +68,7 @@ class Evaluations:
         # (done before this batch, total of the phase): progress over a whole search rather
         # than per batch of jobs; None: the batch is the phase
         self.span: tuple[int, int] | None = None
+        self._rate: dict[str, list[Any]] = {}
 
     def run(self, jobs: list[EvalJob], phase: str, message: Callable[[], str] = lambda: "",
             estimate: Estimate | None = None) -> list[EvalRecord]:
@@ -87,6 +89,13 @@ class Evaluations:
             first.setdefault(k, i)
         done = len(jobs) - len(payloads)
         base, total = self.span if self.span is not None else (0, len(jobs))
+        if phase not in self._rate:  # items evaluated and seconds spent, per phase
+            self._rate[phase] = [0, 0.0, time.monotonic()]
+
+        def speed() -> str:
+            items, _, start = self._rate[phase]
+            elapsed = time.monotonic() - start
+            return f" | {items / elapsed:.0f} items/s" if items and elapsed > 0 else ""
 
         def on_done(j: int, result: dict[str, Any]) -> None:
             nonlocal done
@@ -103,9 +112,10 @@ class Evaluations:
             self.store.add(dict(record))
             self.new += 1
             done += 1
+            self._rate[phase][0] += sum(len(t["ids"]) for t in result["tasks"].values())
             activity = self.backend.activity()
             self.progress(phase, min(base + done, total), total,
-                          message() + (f" | {activity}" if activity else ""))
+                          message() + speed() + (f" | {activity}" if activity else ""))
 
         self.progress(phase, min(base + done, total), total, message())
         if payloads:
