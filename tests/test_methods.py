@@ -178,3 +178,15 @@ def test_filters_first_match_wins_and_fall_through() -> None:
     assert evaluate_setting("model.norm.weight", setting, 0.0, num) == 0.9
     only_attn = [ConditionalParameter(filter="self_attn", value=0.1)]
     assert evaluate_setting("model.norm.weight", only_attn, 0.0, num) is None
+
+
+def test_nearswap_hand_computed() -> None:
+    """w = clamp(t / max(|a - b|, 1e-6), 0, 1): distances 1, 0 and 2 with t = 0.5 give
+    weights 0.5, 1 and 0.25 towards the other model."""
+    from evomerge.merge.registry import get_method
+
+    a = torch.tensor([0.0, 0.5, 2.0])
+    b = torch.tensor([1.0, 0.5, 0.0])
+    out = get_method("nearswap")([b], a, t=0.5)
+    torch.testing.assert_close(out, torch.tensor([0.5, 0.5, 1.5]))
+    assert get_method("nearswap")([b], a, t=0.0).equal(a)  # t = 0 keeps the base

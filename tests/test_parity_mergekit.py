@@ -61,6 +61,11 @@ def recipes(base: str, ft1: str, ft2: str) -> dict[str, dict[str, Any]]:
                        {"model": ft2, "parameters": {"weight": 0.5, "density": [0.5, 0.9],
                                                      "gamma": 0.02}}],
         },
+        "nearswap": {  # t near the fine-tunes' distances, so both branches of the clamp run
+            "merge_method": "nearswap", "base_model": base,
+            "models": [{"model": base}, {"model": ft1}],
+            "parameters": {"t": [{"filter": "mlp", "value": 0.002}, {"value": 0.0005}]},
+        },
         "slerp": {
             "merge_method": "slerp", "base_model": base,
             "models": [{"model": base}, {"model": ft1}],

@@ -55,3 +55,21 @@ def test_bounds_that_exclude_an_input_are_said_once(llama: list[Path]) -> None:
     assert [e.tolist() for e in ends] == [[0.8, 0.2], [0.2, 0.8]]
     assert len(space.notes) == 2
     assert all("exclude the input model" in n for n in space.notes)
+
+
+@pytest.mark.parametrize("space", ["per_model", "layerwise"])
+@pytest.mark.parametrize("method, message", [
+    ("nearswap", "nearswap takes t and this space sets weight"),
+    ("model_stock", "model_stock takes filter_wise and this space sets weight"),
+])
+def test_a_method_the_space_cannot_search_is_one_line_up_front(space: str, method: str,
+                                                               message: str) -> None:
+    """Before: the space wrote weights the method ignores (model_stock) or refuses."""
+    from evomerge.errors import ConfigError
+    from evomerge.spaces import SPACES, SpaceInputs
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    cls = SPACES.get(space)
+    with pytest.raises(ConfigError, match=message):
+        cls.build(cls.Options(type=space), SpaceInputs(
+            method, [str(ZOO_DIR / "math_en")], str(ZOO_DIR / "base"), 2))

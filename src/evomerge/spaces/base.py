@@ -46,6 +46,25 @@ class SpaceInputs:
     filters: dict[str, list[str]] | None = None  # module groups (None: from the base's names)
 
 
+def check_searchable(space: str, method: str, searched: set[str],
+                     fixed: dict[str, Any] | None = None) -> None:
+    """One line, before any work, when a space's genes do not fit the method's parameters
+    (the space would write parameters the method refuses, or leave a required one unset)."""
+    from evomerge.merge.registry import get_method
+
+    m = get_method(method)
+    takes = {p.name for p in m.params()}
+    given = searched | set(fixed or {})
+    extra = sorted(searched - takes)
+    missing = sorted(p.name for p in m.params() if p.required and p.name not in given)
+    if extra or missing:
+        what = f"sets {', '.join(extra)}" if extra else f"does not set {', '.join(missing)}"
+        raise ConfigError(f"search space {space}: {method} takes "
+                          f"{', '.join(sorted(takes)) or 'no parameters'} and this space "
+                          f"{what}; merge it with a recipe (evomerge merge), or search another "
+                          "method")
+
+
 def module_filters(filters: dict[str, list[str]] | None, model: str) -> dict[str, list[str]]:
     """The attention/MLP recipe filters for ``model``'s tensor names (io/naming decides)."""
     if filters is not None:

@@ -19,6 +19,7 @@ from evomerge.spaces.base import (
     RangeOptions,
     SearchSpace,
     SpaceInputs,
+    check_searchable,
     module_filters,
 )
 from evomerge.spaces.base import short_name as _short
@@ -68,6 +69,7 @@ class LayerwiseSpace(SearchSpace):
             ["weight", "density"] if m.sparse else ["weight"])
         if method == "slerp" and len(self.models) != 1:
             raise ConfigError("search space: slerp merges the base with exactly one model")
+        check_searchable("layerwise", method, set(self.per_model), self.parameters)
         ranges = {"weight": weight, "density": density, "t": t}
         self.genes = [Gene(f"g{g}.{mod}.{_short(model)}.{p}", *ranges[p], grid)
                       for g in range(self.groups) for mod in modules for model in self.models

@@ -13,7 +13,14 @@ import numpy as np
 from evomerge.errors import ConfigError
 from evomerge.merge.registry import get_method
 from evomerge.recipe import MergeRecipe
-from evomerge.spaces.base import SPACES, Gene, RangeOptions, SearchSpace, SpaceInputs
+from evomerge.spaces.base import (
+    SPACES,
+    Gene,
+    RangeOptions,
+    SearchSpace,
+    SpaceInputs,
+    check_searchable,
+)
 from evomerge.spaces.base import short_name as _short
 
 
@@ -51,6 +58,8 @@ class PerModelSpace(SearchSpace):
                 self.genes.append(Gene(f"{_short(name)}.weight", *weight, grid))
                 if m.sparse:
                     self.genes.append(Gene(f"{_short(name)}.density", *density, grid))
+        searched = {g.name.rsplit(".", 1)[-1] for g in self.genes}
+        check_searchable("per_model", method, searched, self.parameters)
         for g in self.genes:
             if g.low > g.high:
                 raise ConfigError(f"search space: bounds of {g.name} are reversed")

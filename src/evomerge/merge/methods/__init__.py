@@ -1,5 +1,12 @@
 """Built-in merge methods; importing this package registers them."""
 
-from evomerge.merge.methods import linear, model_stock, passthrough, slerp, task_arithmetic
+from evomerge.merge.methods import (
+    linear,
+    model_stock,
+    nearswap,
+    passthrough,
+    slerp,
+    task_arithmetic,
+)
 
-__all__ = ["linear", "model_stock", "passthrough", "slerp", "task_arithmetic"]
+__all__ = ["linear", "model_stock", "nearswap", "passthrough", "slerp", "task_arithmetic"]
