@@ -64,24 +64,14 @@ def size(n: int) -> str:
 
 def search_plan(sources: Mapping[str, TensorSource], *, device: str, dtype: str,
                 offload: bool, reuses_task_vectors: bool, batch_size: int, seq_len: int,
-                vocab_size: int | None = None, aligned: bool = False,
-                stacks_models: bool = False) -> MemoryPlan:
+                aligned: bool = False, stacks_models: bool = False) -> MemoryPlan:
     """The plan of a search over ``sources`` (base first); see the module docstring."""
     b = _DTYPE_BYTES[dtype]
     first = next(iter(sources.values()))
-    params = sum(_numel(first.shape(n)) for n in first.names() if first.dtype(
-        n).is_floating_point)
+    params, vocab, layers, hidden, kv = _shape_facts(first)
     files = [sum(_numel(s.shape(n)) * _itemsize(s.dtype(n)) for n in s.names())
              for s in sources.values()]
     n_models = len(sources) - 1
-    cfg = first.config or {}
-    text = cfg.get("text_config") or cfg
-    vocab = vocab_size or int(text.get("vocab_size") or 0)
-    layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
-    hidden = int(text.get("hidden_size") or text.get("n_embd") or 0)
-    heads = int(text.get("num_attention_heads") or 1)
-    kv = int(text.get("num_key_value_heads") or heads) * int(
-        text.get("head_dim") or (hidden // heads if heads else 0))
     largest = max(_numel(first.shape(n)) for n in first.names())
     working = largest * 4 * (1 if reuses_task_vectors else 2 * n_models + 2)
     inputs = (1 + n_models) * params * b
@@ -119,16 +109,11 @@ def npmerge_plan(sources: Mapping[str, TensorSource], *, device: str, has_base: 
     result) and the backward pass adds two gradients of the same size."""
     first = next(iter(sources.values()))
     names = [n for n in first.names() if first.dtype(n).is_floating_point]
-    params = sum(_numel(first.shape(n)) for n in names)
+    params, vocab, layers, hidden, _ = _shape_facts(first)
     coefficients = {"parameter": params, "row": sum(int(first.shape(n)[0]) if first.shape(n)
                                                     else 1 for n in names),
                     "tensor": len(names)}[granularity]
     n_models = len(sources) - (1 if has_base else 0)
-    cfg = first.config or {}
-    text = cfg.get("text_config") or cfg
-    vocab = int(text.get("vocab_size") or 0)
-    layers = int(text.get("num_hidden_layers") or text.get("n_layer") or 0)
-    hidden = int(text.get("hidden_size") or text.get("n_embd") or 0)
     models = (n_models + int(has_base)) * params * 4
     # the coefficients, their gradient, Adam's two moments and the best step's copy
     training = {"coefficients": 5 * coefficients * 4, "merged weights": 5 * params * 4,
@@ -204,6 +189,23 @@ def check_fits(plan: MemoryPlan, alternatives: Mapping[str, MemoryPlan],
                "; fewer models, a smaller batch_size or a larger device would")
         raise ConfigError(f"this search needs {total / GB:.1f} GB on {where}, which has "
                           f"{have / GB:.1f} GB free{way} (memory_check: false to try anyway)")
+
+
+def _shape_facts(source: TensorSource) -> tuple[int, int, int, int, int]:
+    """(floating-point parameters, vocabulary rows, layers, hidden size, KV width per token
+    and layer) of a model, from its headers and config."""
+    from evomerge.io.naming import num_layers_of
+    from evomerge.merge.vocab import vocab_rows
+
+    params = sum(_numel(source.shape(n)) for n in source.names()
+                 if source.dtype(n).is_floating_point)
+    cfg = source.config or {}
+    text = cfg.get("text_config") or cfg
+    hidden = int(text.get("hidden_size") or text.get("n_embd") or 0)
+    heads = int(text.get("num_attention_heads") or 1)
+    kv = int(text.get("num_key_value_heads") or heads) * int(
+        text.get("head_dim") or (hidden // heads if heads else 0))
+    return (params, vocab_rows(source) or 0, num_layers_of(cfg, source.names()), hidden, kv)
 
 
 def _numel(shape: Any) -> int:

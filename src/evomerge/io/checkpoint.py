@@ -223,11 +223,10 @@ class TensorDictSource:
 
 
 def close_source(source: Any) -> None:
-    """Close a source and what it wraps (a LoRA adapter's base, an aligned view's source)."""
-    for obj in (source, getattr(source, "base", None), getattr(source, "source", None)):
-        close = getattr(obj, "close", None)
-        if callable(close) and obj is not None:
-            close()
+    """Drop a source's memory maps when it has any (a checkpoint, a LoRA adapter's base)."""
+    close = getattr(source, "close", None)
+    if callable(close):
+        close()
 
 
 def require_finite(tensor: torch.Tensor, name: str, model: str, hint: str = "") -> torch.Tensor:

@@ -198,6 +198,11 @@ class LoraSource:
                 raise ModelError(f"model {self.name!r}: DoRA on an embedding ({module}) is not "
                                  "supported")
 
+    def close(self) -> None:
+        """Drop the base's memory maps and the adapter's."""
+        self.base.close()
+        self._handle, self._tensors = None, {}
+
     # -- TensorSource ----------------------------------------------------------------------
     def names(self) -> list[str]:
         return self.base.names()

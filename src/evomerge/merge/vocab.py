@@ -139,7 +139,7 @@ class Vocabulary:
         return {m: AlignedSource(s, m, self, sources, shared) for m, s in sources.items()}
 
     # -- filling ----------------------------------------------------------------------------
-    def fill_rows(self, name: str, tensors: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
+    def fill_rows(self, tensors: dict[str, torch.Tensor]) -> dict[int, torch.Tensor]:
         """Output token id -> the row every model lacking it (or forced) takes, for one
         vocabulary tensor; ``tensors`` are the models' own (unaligned) tensors."""
         fills: dict[int, torch.Tensor] = {}
@@ -405,5 +405,5 @@ class AlignedSource:
             return tensor
         if name not in self._fills:
             own = {m: s.get(name) for m, s in self.sources.items() if name in s}
-            self._fills[name] = self.vocab.fill_rows(name, own)
+            self._fills[name] = self.vocab.fill_rows(own)
         return self.vocab.aligned(self.model, tensor, self._fills[name])

@@ -55,10 +55,6 @@ def _check_models(paths: list[str]) -> list[str]:
     return paths
 
 
-def tok_for_plan(config: NPMergeConfig, vocab: Any) -> Any:
-    return vocab.tokenizer if vocab is not None else load_tokenizer(config.models[0])
-
-
 def _check_shapes(paths: list[str], sources: dict[str, Any]) -> None:
     shapes = [{n: tuple(sources[p].shape(n)) for n in sources[p].names()} for p in paths]
     for p, s in zip(paths[1:], shapes[1:], strict=True):
@@ -74,14 +70,11 @@ def _check_shapes(paths: list[str], sources: dict[str, Any]) -> None:
 
 
 def _batches(tok: Any, task: Task, size: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
     rng = random.Random(seed)
     while True:  # reshuffled epochs
-        order = pairs[:]
-        rng.shuffle(order)
-        for i in range(0, len(order), size):
-            ids, mask, labels = encode_answers(tok, order[i:i + size])
-            yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        items = list(task.items)
+        rng.shuffle(items)
+        yield from _encoded(tok, task, items, size)
 
 
 def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress | None = None,
@@ -97,11 +90,10 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
                                     config.base_model or config.models[0],
                                     {m: open_model(m) for m in _check_models(inputs)})
     _check_shapes(inputs, sources)
-    plan = npmerge_plan({m: sources[m] for m in [*config.models, *([config.base_model]
-                                                                  if config.base_model else [])]},
-                        device=config.device, has_base=config.base_model is not None,
+    tok = vocab.tokenizer if vocab else load_tokenizer(config.models[0])
+    plan = npmerge_plan(sources, device=config.device, has_base=config.base_model is not None,
                         granularity=config.granularity, batch_size=config.batch_size,
-                        seq_len=longest_sequence([train_task], tok_for_plan(config, vocab)))
+                        seq_len=longest_sequence([train_task], tok))
     log(f"memory plan: {plan.describe()}")
     if config.memory_check:
         check_fits(plan, {}, {"device": available(config.device), "host": available("cpu")})
@@ -111,7 +103,6 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     test_task = load_data(config.test, "test") if config.test is not None else None
     train_task, val_task = _validation_split(config, train_task)
     torch.manual_seed(config.seed)
-    tok = vocab.tokenizer if vocab else load_tokenizer(config.models[0])
 
     def load(path: str) -> torch.nn.Module:
         return (load_aligned_model(path, sources[path], vocab) if vocab
@@ -135,7 +126,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
                                        if val_task is not None else ""))
         validate = None
         if val_task is not None:
-            batches = list(_batches_once(tok, val_task, config.batch_size))
+            batches = list(_encoded(tok, val_task, list(val_task.items), config.batch_size))
 
             def validate(forward: Any) -> float:
                 total = sum(float(lm_loss(forward, {k: v.to(dev) for k, v in b.items()}))
@@ -190,8 +181,10 @@ def _validation_split(config: NPMergeConfig, task: Task) -> tuple[Task, Task | N
             task.subset([i for i in task.ids if i in held]))
 
 
-def _batches_once(tok: Any, task: Task, size: int) -> Iterator[dict[str, torch.Tensor]]:
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
+def _encoded(tok: Any, task: Task, items: list[Any], size: int
+             ) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``size`` items (prompt, delimiter + answer), in the order given."""
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in items]
     for i in range(0, len(pairs), size):
         ids, mask, labels = encode_answers(tok, pairs[i:i + size])
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}

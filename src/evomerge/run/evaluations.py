@@ -89,11 +89,11 @@ class Evaluations:
             first.setdefault(k, i)
         done = len(jobs) - len(payloads)
         base, total = self.span if self.span is not None else (0, len(jobs))
-        if phase not in self._rate:  # items evaluated and seconds spent, per phase
-            self._rate[phase] = [0, 0.0, time.monotonic()]
+        if phase not in self._rate:  # items evaluated, and when the phase started
+            self._rate[phase] = [0, time.monotonic()]
 
         def speed() -> str:
-            items, _, start = self._rate[phase]
+            items, start = self._rate[phase]
             elapsed = time.monotonic() - start
             return f" | {items / elapsed:.0f} items/s" if items and elapsed > 0 else ""
 

@@ -93,14 +93,14 @@ class Runner:
         ``memory_check`` is on, naming the settings that would fit."""
         cfg = self.cfg
         tok = vocab.tokenizer if vocab is not None else load_tokenizer(cfg.base_model)
+        seq_len = longest_sequence([t for ts in self.tasks for t in (ts.search, ts.test)], tok)
 
         def plan(dtype: str, offload: bool) -> MemoryPlan:
             return search_plan(
                 sources, device=cfg.device, dtype=dtype, offload=offload,
                 reuses_task_vectors=cfg.merge_method == "task_arithmetic",
-                batch_size=cfg.batch_size, seq_len=longest_sequence(
-                    [t for ts in self.tasks for t in (ts.search, ts.test)], tok),
-                aligned=vocab is not None, stacks_models=self.space.stacks_models)
+                batch_size=cfg.batch_size, seq_len=seq_len, aligned=vocab is not None,
+                stacks_models=self.space.stacks_models)
 
         chosen = plan(cfg.dtype, cfg.offload)
         if cfg.memory_check:

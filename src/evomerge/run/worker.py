@@ -51,8 +51,9 @@ class EvalWorker:
                 name, ck.config)
             if vocab is None:  # its mapped pages go now (aligned rows need every model)
                 close_source(opened[name])
-        for source in opened.values():
-            close_source(source)
+        if vocab is not None:
+            for source in opened.values():
+                close_source(source)
         self.tokenizer = vocab.tokenizer if vocab else load_tokenizer(config.base_model)
         self.model = load_causal_lm(config.base_model, dtype)
         if vocab is not None:  # the live model takes the merged vocabulary's rows
