@@ -33,7 +33,8 @@ def call(name: str, tensors: list[torch.Tensor], base: torch.Tensor | None = Non
 def test_all_issue_methods_are_registered() -> None:
     assert set(methods()) >= {"linear", "task_arithmetic", "ties", "dare_linear", "dare_ties",
                               "breadcrumbs", "breadcrumbs_ties", "della", "della_linear",
-                              "slerp", "nuslerp", "model_stock", "passthrough"}
+                              "slerp", "nuslerp", "model_stock", "passthrough", "sce", "karcher",
+                              "multislerp", "nearswap", "arcee_fusion", "ram", "ramplus_tl"}
 
 
 def test_linear() -> None:
@@ -190,3 +191,97 @@ def test_nearswap_hand_computed() -> None:
     out = get_method("nearswap")([b], a, t=0.5)
     torch.testing.assert_close(out, torch.tensor([0.5, 0.5, 1.5]))
     assert get_method("nearswap")([b], a, t=0.0).equal(a)  # t = 0 keeps the base
+
+
+def _angle(v: torch.Tensor) -> float:
+    return math.degrees(math.atan2(float(v[1]), float(v[0])))
+
+
+def test_karcher_is_the_geodesic_mean_not_the_chordal_one() -> None:
+    # directions at 0, 60 and 90 degrees with norms 1, 2, 3: on the circle the Karcher
+    # (geodesic) mean is the mean angle, 50 degrees; the normalised Euclidean mean of the unit
+    # vectors would be atan2(1.866, 1.5) = 51.21 degrees. The norm is the mean norm, 2.
+    pts = [T([1.0, 0.0]), 2 * T([0.5, math.sqrt(3) / 2]), T([0.0, 3.0])]
+    out = call("karcher", pts, max_iter=50, tol=1e-9)
+    assert _angle(out) == pytest.approx(50.0, abs=1e-4)
+    assert float(out.norm()) == pytest.approx(2.0, abs=1e-5)
+    # two orthogonal vectors: the midpoint direction, scaled to the mean norm
+    out = call("karcher", [T([2.0, 0.0]), T([0.0, 4.0])])
+    assert out.tolist() == pytest.approx([3 / math.sqrt(2), 3 / math.sqrt(2)], abs=1e-5)
+    # a zero input keeps its share of the norm but has no direction
+    out = call("karcher", [T([2.0, 0.0]), T([0.0, 0.0])])
+    assert out.tolist() == pytest.approx([1.0, 0.0], abs=1e-6)
+
+
+def test_multislerp_weighted_direction_and_norm() -> None:
+    # task vectors (2, 0) and (0, 4) from base (1, 1), weights 1 and 3 (normalised to 1/4,
+    # 3/4): direction normalize(1/4 e1 + 3/4 e2) = (1, 3) / sqrt(10), norm 1/4*2 + 3/4*4 = 3.5
+    base = T([1.0, 1.0])
+    out = call("multislerp", [base + T([2.0, 0.0]), base + T([0.0, 4.0])], base,
+               weight=[1.0, 3.0])
+    expect = T([1.0, 3.0]) / math.sqrt(10) * 3.5 + base
+    assert out.tolist() == pytest.approx(expect.tolist(), abs=1e-6)
+    # without normalisation the weights scale the norm: (1*2 + 3*4) = 14
+    out = call("multislerp", [T([2.0, 0.0]), T([0.0, 4.0])], weight=[1.0, 3.0],
+               normalize_weights=False)
+    assert float(out.norm()) == pytest.approx(14.0, rel=1e-6)
+    # antipodal inputs with balancing weights: two models interpolate, three are refused
+    out = call("multislerp", [T([1.0, 0.0]), T([-1.0, 0.0])], weight=[0.5, 0.5])
+    assert out.tolist() == [0.0, 0.0]
+    with pytest.raises(ConfigError, match="cancel out"):
+        call("multislerp", [T([1.0, 0.0]), T([-1.0, 0.0]), T([0.0, 0.0])],
+             weight=[0.5, 0.5, 0.0])
+
+
+def test_sce_selects_by_variance_weights_by_energy_and_erases_signs() -> None:
+    base = T([0.0, 0.0, 0.0, 0.0])
+    d1 = T([4.0, 1.0, -1.0, 0.5])
+    d2 = T([2.0, 1.0, 3.0, -0.5])
+    # energies mean(d^2): 18.25/4 and 14.25/4 -> weights 18.25/32.5, 14.25/32.5
+    w1, w2 = 18.25 / 32.5, 14.25 / 32.5
+    out = call("sce", [base + d1, base + d2], base)
+    # element 0: both +; element 1: both +; element 2: sum +2 elects +, only d2 kept;
+    # element 3: sum 0 elects +, only d1 kept
+    assert out.tolist() == pytest.approx([(w1 * 4 + w2 * 2) / (w1 + w2), 1.0, 3.0, 0.5],
+                                         abs=1e-6)
+    # variances across models 1, 0, 4, 0.25: select_topk 0.7 keeps int(0.7 * 3 nonzero) = 2,
+    # elements 2 and 0; the energies are taken after selection
+    out = call("sce", [base + d1, base + d2], base, select_topk=0.7)
+    e1, e2 = (16 + 1) / 4, (4 + 9) / 4
+    v1, v2 = e1 / (e1 + e2), e2 / (e1 + e2)
+    assert out.tolist() == pytest.approx([(v1 * 4 + v2 * 2) / (v1 + v2), 0.0, 3.0, 0.0],
+                                         abs=1e-6)
+
+
+def test_ram_keeps_unique_and_averages_shared_changes() -> None:
+    base = T([1.0, 1.0, 1.0, 1.0])
+    x1 = base + T([0.4, 0.2, 0.0, 1e-6])
+    x2 = base + T([0.0, 0.6, 0.0, 0.3])
+    out = call("ram", [x1, x2], base, epsilon=1e-5)
+    # unique to x1, shared (mean), untouched, x1's change below epsilon so only x2 counts
+    assert out.tolist() == pytest.approx([1.4, 1.4, 1.0, 1.3], abs=1e-6)
+    # RAM+: x1 changed 2 elements, 1 shared and 1 unique -> rho 1 -> lambda 1 + 0.1*min(1, .2)
+    # x2 changed 2, 1 shared 1 unique -> the same; unique elements scaled by 1.02
+    out = call("ramplus_tl", [x1, x2], base, r=0.1, alpha=0.2, epsilon=1e-5)
+    assert out.tolist() == pytest.approx([1 + 0.4 * 1.02, 1.4, 1.0, 1 + 0.3 * 1.02], abs=1e-6)
+    # a model with no unique change has rho = shared / eps, clamped to alpha
+    out = call("ramplus_tl", [base + T([0.2, 0.2, 0, 0]), base + T([0.4, 0.4, 0.4, 0])], base,
+               r=0.5, alpha=0.2, epsilon=1e-5)
+    assert out.tolist() == pytest.approx([1.3, 1.3, 1 + 0.4 * (1 + 0.5 * 0.2), 1.0],
+                                         abs=1e-6)
+
+
+def test_arcee_fusion_takes_only_outlying_important_changes() -> None:
+    # one row of 9 elements: the base is flat, the other model moves one element far and the
+    # rest slightly; the KL term is one number per row, so importance ranks |delta| and only
+    # the element beyond median + 1.5 IQR is taken
+    base = torch.zeros(1, 9)
+    delta = T([[0.01, 0.02, 0.01, 0.03, 2.0, 0.02, 0.01, 0.02, 0.03]])
+    out = call("arcee_fusion", [base + delta], base)
+    expect = torch.zeros(1, 9)
+    expect[0, 4] = 2.0
+    assert out.equal(expect)
+    # a constant shift leaves the softmax profile alone: zero KL, every score equals the
+    # threshold, and (as in mergekit, which compares with >=) the whole change is taken
+    out = call("arcee_fusion", [base + 0.5], base)
+    assert out.equal(base + 0.5)

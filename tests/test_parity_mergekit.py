@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from .helpers import assert_same_tensors, run_evomerge, run_mergekit
 
@@ -93,6 +94,47 @@ def recipes(base: str, ft1: str, ft2: str) -> dict[str, dict[str, Any]]:
             "models": [{"model": ft1}, {"model": ft2}],
             "parameters": {"filter_wise": True},
         },
+        "sce": {
+            "merge_method": "sce", "base_model": base,
+            "models": [{"model": ft1}, {"model": ft2}],
+        },
+        "sce_select": {
+            "merge_method": "sce", "base_model": base,
+            "models": [{"model": ft1}, {"model": ft2}, {"model": base}],
+            "parameters": {"select_topk": [{"filter": "mlp", "value": [0.3, 0.8]},
+                                           {"value": 0.5}]},
+        },
+        "karcher": {
+            "merge_method": "karcher",
+            "models": [{"model": ft1}, {"model": ft2}, {"model": base}],
+            "parameters": {"max_iter": 20, "tol": 1e-7},
+        },
+        "multislerp_base": {
+            "merge_method": "multislerp", "base_model": base,
+            "models": [{"model": ft1, "parameters": {"weight": 0.3}},
+                       {"model": ft2, "parameters": {"weight": [0.7, 0.2]}}],
+        },
+        "multislerp_three": {
+            "merge_method": "multislerp",
+            "models": [{"model": ft1, "parameters": {"weight": 0.5}},
+                       {"model": ft2, "parameters": {"weight": 0.3}},
+                       {"model": base, "parameters": {"weight": 0.4}}],
+            "parameters": {"normalize_weights": False},
+        },
+        "arcee_fusion": {
+            "merge_method": "arcee_fusion", "base_model": base,
+            "models": [{"model": base}, {"model": ft1}],
+        },
+        "ram": {  # epsilon near the fine-tunes' deltas: unique, shared and unchanged elements
+            "merge_method": "ram", "base_model": base,
+            "models": [{"model": ft1}, {"model": ft2}],
+            "parameters": {"epsilon": 0.001},
+        },
+        "ramplus_tl": {
+            "merge_method": "ramplus_tl", "base_model": base,
+            "models": [{"model": ft1}, {"model": ft2}],
+            "parameters": {"r": 0.5, "alpha": [0.1, 0.6], "epsilon": 0.0008},
+        },
         "passthrough_stack": {
             "merge_method": "passthrough",
             "slices": [{"sources": [{"model": base, "layer_range": [0, 3]}]},
@@ -150,3 +192,10 @@ def test_matches_mergekit(families: dict[str, list[Path]], tmp_path: Path, arch:
     base_tensors = load_model_tensors(Path(base))
     common = [k for k in ours if k in base_tensors and ours[k].shape == base_tensors[k].shape]
     assert any(not ours[k].equal(base_tensors[k]) for k in common)
+    # the change from the base agrees to 0.1% of its size: fine-tuning deltas are ~1e-3 of the
+    # weights, so agreement of the weights alone would hide a wrong task-vector step
+    for k in common:
+        theirs_delta = theirs[k] - base_tensors[k]
+        scale = float(theirs_delta.abs().max())
+        torch.testing.assert_close(ours[k] - base_tensors[k], theirs_delta, rtol=0,
+                                   atol=1e-3 * scale + 1e-7, msg=lambda m, n=k: f"{n}: {m}")
