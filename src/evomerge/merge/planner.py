@@ -145,7 +145,8 @@ class MergePlan:
         if method.stochastic:
             generator = torch.Generator(device=torch.device(device))
             generator.manual_seed(task.seed)
-        out = method(tensors, base, generator=generator, **kwargs).to(task.out.dtype)
+        out = method(tensors, base, generator=generator, kind=task.info.kind,
+                     **kwargs).to(task.out.dtype)
         if not self.allow_nonfinite and not bool(torch.isfinite(out).all()):
             raise ModelError(f"merged tensor {task.out.name} holds NaN or infinite values "
                              f"({method.name} overflowed {task.out.dtype}? check the weights)")

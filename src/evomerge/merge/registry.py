@@ -6,7 +6,10 @@ tensor or None. Keyword-only parameters become recipe parameters: a parameter an
 ``Annotated[list[float], Param(per_model=True)]`` takes one value per input model, any other is
 shared by all models. Defaults come from the signature; a parameter without default is
 required. A method that takes ``generator`` is stochastic and receives a seeded
-``torch.Generator``. Adding a method is one decorated function in ``merge/methods/``.
+``torch.Generator``; one that takes ``kind`` receives the tensor's module kind ("embedding",
+"head", "attention", "mlp", "norm", ...: ``io.naming.module_kind``), for methods that treat
+embeddings differently from linear maps. Adding a method is one decorated function in
+``merge/methods/``.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class MergeMethod:
     min_models: int
     max_models: int | None
     stochastic: bool
+    wants_kind: bool
     shared: tuple[ParamSpec, ...]
     per_model: tuple[ParamSpec, ...]
     doc: str = ""
@@ -109,9 +113,12 @@ class MergeMethod:
         return any(p.name == "density" for p in self.per_model)
 
     def __call__(self, tensors: list[torch.Tensor], base: torch.Tensor | None,
-                 generator: torch.Generator | None = None, **kwargs: Any) -> torch.Tensor:
+                 generator: torch.Generator | None = None, kind: str | None = None,
+                 **kwargs: Any) -> torch.Tensor:
         if self.stochastic:
             kwargs["generator"] = generator
+        if self.wants_kind:
+            kwargs["kind"] = kind
         return self.fn(tensors, base, **kwargs)
 
 
@@ -129,12 +136,15 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
         hints = typing.get_type_hints(fn, include_extras=True)
         shared: list[ParamSpec] = []
         per_model: list[ParamSpec] = []
-        stochastic = False
+        stochastic = wants_kind = False
         for p in inspect.signature(fn).parameters.values():
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 continue
             if p.name == "generator":
                 stochastic = True
+                continue
+            if p.name == "kind":
+                wants_kind = True
                 continue
             hint = hints[p.name]
             meta = Param()
@@ -147,7 +157,8 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
             (per_model if meta.per_model else shared).append(spec)
         _REGISTRY[name] = MergeMethod(
             name=name, fn=fn, base=base, min_models=min_models, max_models=max_models,
-            stochastic=stochastic, shared=tuple(shared), per_model=tuple(per_model),
+            stochastic=stochastic, wants_kind=wants_kind, shared=tuple(shared),
+            per_model=tuple(per_model),
             doc=inspect.getdoc(fn) or "", reference=reference,
         )
         return fn

@@ -2,6 +2,7 @@
 
 from evomerge.merge.methods import (
     arcee_fusion,
+    consensus,
     linear,
     model_stock,
     nearswap,
@@ -9,8 +10,10 @@ from evomerge.merge.methods import (
     ram,
     sce,
     slerp,
+    spectral,
     task_arithmetic,
+    wudi,
 )
 
-__all__ = ["arcee_fusion", "linear", "model_stock", "nearswap", "passthrough", "ram", "sce",
-           "slerp", "task_arithmetic"]
+__all__ = ["arcee_fusion", "consensus", "linear", "model_stock", "nearswap", "passthrough",
+           "ram", "sce", "slerp", "spectral", "task_arithmetic", "wudi"]
