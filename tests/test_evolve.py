@@ -279,3 +279,29 @@ def test_the_written_best_checkpoint_scores_what_the_report_says(tmp_path: Path)
     acc = Evaluator(model, load_tokenizer(best), batch_size=64)(zoo_task("add_it", "test"))
     assert acc.accuracy == result.test["best"]["add_it"]
     assert result.test["best"]["add_it"] > 0.05  # a real merge, not a near-zero score
+
+
+@pytest.mark.parametrize("method, space", [
+    ("tsv", {"type": "per_model", "search": ["lambda"], "bounds": {"lambda": [0.5, 2.0]}}),
+    ("task_arithmetic", {"type": "lfs", "layer_granularity": 2,
+                         "methods": ["linear", "iso_c", "wudi"], "search": ["lambda"],
+                         "bounds": {"lambda": [0.5, 2.0]}}),
+])
+def test_a_search_over_the_new_methods_and_their_parameters(tiny_zoo: Path, tmp_path: Path,
+                                                            method: str, space: dict) -> None:
+    """A method's own parameters are genes of a real search (TSV's lambda), and the LFS
+    space picks among new methods per layer group; the best recipe says what was chosen."""
+    cfg = config(tiny_zoo, tmp_path / "run", merge_method=method, space=space,
+                 optimizer={"name": "ga", "pop_size": 4, "generations": 2},
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0})
+    result = evolve(load_config(cfg))
+    cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
+    assert len(cands) >= 4
+    if space["type"] == "per_model":
+        assert all(len(r["genome"]) == 1 and 0.5 <= r["genome"][0] <= 2.0 for r in cands)
+        assert {r["recipe"]["merge_method"] for r in cands} == {"tsv"}
+        assert all(r["recipe"]["parameters"]["lambda"] == r["genome"][0] for r in cands)
+    else:
+        used = {s["merge_method"] for r in cands for s in r["recipe"]["slices"]}
+        assert used <= {"linear", "iso_c", "wudi"} and used - {"linear"}
+    assert 0.0 <= result.test["best"]["add_it"] <= 1.0

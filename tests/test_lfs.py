@@ -82,3 +82,44 @@ def test_lfs_endpoints_reproduce_each_model_and_methods_are_integers(llama: list
     assert x[space.index["g0.method"]] == 2.0  # a categorical gene snaps to an index
     gene = space.genes[space.index["g3.mlp.ties.density"]]
     assert gene.active == ("g3.method", METHODS.index("ties"))
+
+
+def test_lfs_takes_any_registered_method_as_a_category(llama: list[Path]) -> None:
+    import pytest
+
+    from evomerge.errors import ConfigError
+
+    base, ft1, ft2 = (str(p) for p in llama)
+    space = LFSSpace([ft1, ft2], base, num_layers=4, layer_granularity=2,
+                     methods=("linear", "tsv", "ties", "iso_c", "della"), search=["lambda"],
+                     bounds={"lambda": (0.5, 1.5)})
+    names = {g.name for g in space.genes}
+    assert {"g0.mlp.tsv.lambda", "g1.other.iso_c.lambda", "g0.attention.ties.density",
+            "g0.mlp.della.lambda", "g0.mlp.della.ft1", "g0.mlp.della.density.ft2"} <= names
+    assert space.genes[space.index["g0.mlp.tsv.lambda"]].active == ("g0.method", 1)
+    x = space.repair(np.full(space.n_var, 0.5))
+    x[space.index["g0.method"]] = 1  # tsv
+    x[space.index["g1.method"]] = 3  # iso_c
+    for sub in ("attention", "mlp", "other"):
+        x[space.index[f"g0.{sub}.tsv.lambda"]] = 1.2
+        x[space.index[f"g1.{sub}.iso_c.lambda"]] = 0.8
+    out = merged(space.to_recipe(x))
+    refs = {m: merged(load_recipe({"merge_method": m, "base_model": base,
+                                   "models": [{"model": ft1}, {"model": ft2}],
+                                   "parameters": {"lambda": lam}}))
+            for m, lam in (("tsv", 1.2), ("iso_c", 0.8))}
+    n = 0
+    for name, tensor in out.items():
+        for layers, ref in ((("0", "1"), refs["tsv"]), (("2", "3"), refs["iso_c"])):
+            if any(f".layers.{i}." in name for i in layers):
+                torch.testing.assert_close(tensor, ref[name], rtol=1e-6, atol=1e-6)
+                n += 1
+    assert n == sum(".layers." in k for k in out)
+    assert len(space.endpoints()) == 2
+    with pytest.raises(ConfigError, match="cannot use nearswap: it does not merge 2 models"):
+        LFSSpace([ft1, ft2], base, 4, 2, methods=("linear", "nearswap"))
+    with pytest.raises(ConfigError, match="unknown merge method 'tvs'"):
+        LFSSpace([ft1, ft2], base, 4, 2, methods=("linear", "tvs"))
+    with pytest.raises(ConfigError, match="unknown parameter to search .*'lamda' "
+                                          ".*did you mean 'lambda'"):
+        LFSSpace([ft1, ft2], base, 4, 2, methods=("linear", "tsv"), search=["lamda"])

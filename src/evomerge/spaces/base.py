@@ -65,6 +65,80 @@ def check_searchable(space: str, method: str, searched: set[str],
                           "method")
 
 
+@dataclass(frozen=True)
+class SearchedParam:
+    """A merge-method parameter that a space turns into genes (one per model if per-model)."""
+
+    name: str
+    per_model: bool
+    low: float
+    high: float
+    integer: bool
+    default: float | None  # the method's default: the endpoint value of non-weight genes
+
+    def gene(self, name: str, grid: float | None) -> Gene:
+        return Gene(name, self.low, self.high, 1.0 if self.integer else grid)
+
+    def endpoint(self) -> float:
+        """The value that leaves a model as it is (weight aside): density 1, else default."""
+        if self.name in ("density", "t"):
+            return 1.0
+        return self.default if self.default is not None else (self.low + self.high) / 2
+
+
+def searched_params(space: str, method: str, search: list[str] | None,
+                    bounds: dict[str, tuple[float, float]],
+                    fixed: dict[str, Any] | None = None, add: bool = False
+                    ) -> list[SearchedParam]:
+    """The method's parameters a space searches, with their bounds, in the method's order.
+
+    By default the required numeric parameters plus ``density`` (what a user must choose);
+    ``search`` names the parameters instead (``lambda``, ``gamma``, ``select_topk``...), or
+    with ``add`` the ones searched besides those. Bounds come from ``bounds``, else from the
+    parameter's own range when it has both ends."""
+    from evomerge.merge.registry import get_method
+    from evomerge.registry import unknown
+
+    m = get_method(method)
+    numeric = [p for p in m.params() if p.type in (int, float)]
+    names = {p.name for p in numeric}
+    wanted: set[str] = set()
+    if search is None or add:
+        wanted = {p.name for p in numeric if p.required} | ({"density"} & names)
+        wanted -= set(fixed or {})
+    for name in search or []:
+        if name not in names:
+            raise ConfigError(f"search space {space}: " + unknown(
+                f"{method} parameter to search", name, sorted(names)))
+        wanted.add(name)
+    out = []
+    for p in numeric:
+        if p.name not in wanted:
+            continue
+        lo_hi = bounds.get(p.name)
+        if lo_hi is None and p.meta.low is not None and p.meta.high is not None:
+            lo_hi = (p.meta.low, p.meta.high)
+        if lo_hi is None:
+            raise ConfigError(f"search space {space}: give bounds for {method}'s {p.name} "
+                              f"(bounds: {{{p.name}: [low, high]}})")
+        lo, hi = float(lo_hi[0]), float(lo_hi[1])
+        if lo > hi:
+            raise ConfigError(f"search space {space}: bounds of {p.name} are reversed")
+        p.validate(lo), p.validate(hi)  # the method's own range, one line if outside
+        default = None if p.required or p.default is None else float(p.default)
+        out.append(SearchedParam(p.name, p.meta.per_model, lo, hi, p.type is int, default))
+    searched = {p.name for p in out}
+    check_searchable(space, method, searched, fixed)
+    if not out:
+        raise ConfigError(f"search space {space}: nothing to search for {method}; name its "
+                          f"parameters, e.g. search: [{', '.join(sorted(names)) or '...'}] "
+                          "with their bounds" if names else
+                          f"search space {space}: {method} has no numeric parameters to "
+                          "search; merge it with a recipe (evomerge merge), or search another "
+                          "method")
+    return out
+
+
 def module_filters(filters: dict[str, list[str]] | None, model: str) -> dict[str, list[str]]:
     """The attention/MLP recipe filters for ``model``'s tensor names (io/naming decides)."""
     if filters is not None:
@@ -89,6 +163,13 @@ class RangeOptions(SpaceOptions):
     t: tuple[float, float] = (0.0, 1.0)  # bounds of SLERP's t
     grid: float | None = Field(default=None, gt=0)  # a discrete step for every gene
     parameters: dict[str, Any] = {}  # fixed method parameters added to every recipe
+    # method parameters to search (default: the required ones, plus density when present)
+    search: list[str] | None = None
+    bounds: dict[str, tuple[float, float]] = {}  # bounds of any searched parameter
+
+    def all_bounds(self) -> dict[str, tuple[float, float]]:
+        """``bounds`` over the shorthands weight, density and t."""
+        return {"weight": self.weight, "density": self.density, "t": self.t, **self.bounds}
 
     @model_validator(mode="after")
     def _bounds(self) -> RangeOptions:

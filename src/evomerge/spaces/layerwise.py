@@ -15,14 +15,15 @@ from evomerge.merge.registry import get_method
 from evomerge.recipe import MergeRecipe
 from evomerge.spaces.base import (
     SPACES,
-    Gene,
     RangeOptions,
+    SearchedParam,
     SearchSpace,
     SpaceInputs,
-    check_searchable,
     module_filters,
+    searched_params,
 )
 from evomerge.spaces.base import short_name as _short
+from evomerge.spaces.per_model import pairs_with_base
 
 
 class LayerwiseOptions(RangeOptions):
@@ -39,9 +40,9 @@ class LayerwiseSpace(SearchSpace):
     @classmethod
     def build(cls, options: LayerwiseOptions, inputs: SpaceInputs) -> LayerwiseSpace:
         return cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
-                   options.layer_granularity, tuple(options.modules), weight=options.weight,
-                   density=options.density, t=options.t, grid=options.grid,
-                   parameters=options.parameters, filters=inputs.filters)
+                   options.layer_granularity, tuple(options.modules), grid=options.grid,
+                   parameters=options.parameters, filters=inputs.filters,
+                   search=options.search, bounds=options.all_bounds())
 
     def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
                  layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",
@@ -49,7 +50,8 @@ class LayerwiseSpace(SearchSpace):
                  weight: tuple[float, float] = (0.0, 1.0),
                  density: tuple[float, float] = (0.1, 1.0), t: tuple[float, float] = (0.0, 1.0),
                  grid: float | None = None, parameters: dict[str, Any] | None = None,
-                 filters: dict[str, list[str]] | None = None) -> None:
+                 filters: dict[str, list[str]] | None = None, search: list[str] | None = None,
+                 bounds: dict[str, tuple[float, float]] | None = None) -> None:
         m = get_method(method)
         if m.base == "required" and base is None:
             raise ConfigError(f"search space: {method} needs a base model")
@@ -60,30 +62,36 @@ class LayerwiseSpace(SearchSpace):
         if unknown:
             raise ConfigError(f"unknown module group {sorted(unknown)[0]!r} "
                               "(use attention, mlp, other)")
+        if pairs_with_base(method) and len(models) != 1:
+            raise ConfigError(f"search space: {method} merges the base with exactly one model")
         self.method, self.models, self.base = method, list(models), base
         self.num_layers, self.granularity, self.modules = num_layers, layer_granularity, modules
         self.parameters = parameters or {}
         self.filters = module_filters(filters, base or models[0])
         self.groups = num_layers // layer_granularity
-        self.per_model = ["t"] if method == "slerp" else (
-            ["weight", "density"] if m.sparse else ["weight"])
-        if method == "slerp" and len(self.models) != 1:
-            raise ConfigError("search space: slerp merges the base with exactly one model")
-        check_searchable("layerwise", method, set(self.per_model), self.parameters)
-        ranges = {"weight": weight, "density": density, "t": t}
-        self.genes = [Gene(f"g{g}.{mod}.{_short(model)}.{p}", *ranges[p], grid)
-                      for g in range(self.groups) for mod in modules for model in self.models
-                      for p in self.per_model]
+        all_bounds = {"weight": weight, "density": density, "t": t, **(bounds or {})}
+        searched = searched_params("layerwise", method, search, all_bounds, self.parameters)
+        self.per = [p for p in searched if p.per_model]
+        self.shared = [p for p in searched if not p.per_model]
+        # per group and module: each model's per-model genes, then the shared ones
+        self.genes = []
+        self.owners: list[tuple[SearchedParam, int | None]] = []  # per gene: param, model
+        for g in range(self.groups):
+            for mod in modules:
+                for mi, model in enumerate(self.models):
+                    for p in self.per:
+                        self.genes.append(p.gene(f"g{g}.{mod}.{_short(model)}.{p.name}", grid))
+                        self.owners.append((p, mi))
+                for p in self.shared:
+                    self.genes.append(p.gene(f"g{g}.{mod}.{p.name}", grid))
+                    self.owners.append((p, None))
 
-    def _index(self, g: int, mod: int, model: int, p: int) -> int:
-        return ((g * len(self.modules) + mod) * len(self.models) + model) * len(
-            self.per_model) + p
-
-    def _entries(self, x: np.ndarray, g: int, model: int, p: int) -> list[dict[str, Any]]:
+    def _entries(self, x: np.ndarray, g: int, key: str) -> list[dict[str, Any]]:
+        """{filter, value} entries of gene ``g{g}.<module>.{key}``, the rest last."""
         entries: list[dict[str, Any]] = []
         other = None
-        for mod_i, mod in enumerate(self.modules):
-            value = float(x[self._index(g, mod_i, model, p)])
+        for mod in self.modules:
+            value = float(x[self.index[f"g{g}.{mod}.{key}"]])
             if mod == "other":
                 other = value
                 continue
@@ -93,38 +101,37 @@ class LayerwiseSpace(SearchSpace):
 
     def to_recipe(self, genome: np.ndarray) -> MergeRecipe:
         x = self.repair(genome)
+        uses_base = get_method(self.method).base != "input"
         slices = []
         for g in range(self.groups):
             rng = [g * self.granularity, (g + 1) * self.granularity]
             sources: list[dict[str, Any]] = []
             shared: dict[str, Any] = dict(self.parameters)
-            if self.method == "slerp":
-                shared["t"] = self._entries(x, g, 0, 0)
-                sources = [{"model": self.base, "layer_range": rng},
-                           {"model": self.models[0], "layer_range": rng}]
-            else:
-                if self.base and get_method(self.method).base != "input":
-                    sources.append({"model": self.base, "layer_range": rng})
-                for mi, model in enumerate(self.models):
-                    params = {p: self._entries(x, g, mi, pi) for pi, p in enumerate(self.per_model)}
-                    sources.append({"model": model, "layer_range": rng, "parameters": params})
+            shared.update({p.name: self._entries(x, g, p.name) for p in self.shared})
+            if self.base and uses_base:
+                sources.append({"model": self.base, "layer_range": rng})
+            for model in self.models:
+                params = {p.name: self._entries(x, g, f"{_short(model)}.{p.name}")
+                          for p in self.per}
+                sources.append({"model": model, "layer_range": rng,
+                                **({"parameters": params} if params else {})})
             slices.append({"sources": sources, **({"parameters": shared} if shared else {})})
         data: dict[str, Any] = {"merge_method": self.method, "slices": slices}
-        if self.base and (get_method(self.method).base != "input" or self.method == "slerp"):
+        if self.base and uses_base:
             data["base_model"] = self.base
         return MergeRecipe.model_validate(data)
 
     def endpoints(self) -> list[np.ndarray]:
-        """Each input model itself in every group and module: weight 1 on it, 0 on the
-        others, density and t 1; bounds that exclude it are noted (``notes``)."""
-        out = []
-        for mi, name in enumerate(self.models):
-            x = np.zeros(self.n_var)
-            for g in range(self.groups):
-                for mod in range(len(self.modules)):
-                    for m in range(len(self.models)):
-                        for pi, p in enumerate(self.per_model):
-                            value = 1.0 if p != "weight" or m == mi else 0.0
-                            x[self._index(g, mod, m, pi)] = value
-            out.append(self._endpoint(x, _short(name)))
-        return out
+        """Each input model itself in every group and module, where the method can return
+        it: weight 1 on it, 0 on the others, density 1, other parameters at their defaults
+        (SLERP-like methods: t = 0 and t = 1); bounds that exclude it are noted."""
+        names = {p.name for p in self.per}
+        if pairs_with_base(self.method) and [p.name for p in self.shared] == ["t"] \
+                and not names:
+            return [self._endpoint(np.full(self.n_var, v), label) for v, label in
+                    ((0.0, _short(self.base or "base")), (1.0, _short(self.models[0])))]
+        if "weight" not in names:
+            return []
+        return [self._endpoint(np.array([
+            (1.0 if mi == i else 0.0) if p.name == "weight" else p.endpoint()
+            for p, mi in self.owners]), _short(name)) for i, name in enumerate(self.models)]
