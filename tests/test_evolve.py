@@ -305,3 +305,36 @@ def test_a_search_over_the_new_methods_and_their_parameters(tiny_zoo: Path, tmp_
         used = {s["merge_method"] for r in cands for s in r["recipe"]["slices"]}
         assert used <= {"linear", "iso_c", "wudi"} and used - {"linear"}
     assert 0.0 <= result.test["best"]["add_it"] <= 1.0
+
+
+def test_a_search_over_a_data_dependent_method_computes_statistics_once(
+        tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fisher merging's per-model weights searched: each model's Fisher is computed once
+    (into run_dir/statistics) and reused by every candidate and by best/; recipes carry the
+    data block so they merge again on their own. Without data: one line, before any work."""
+    from evomerge.merge import statistics
+
+    calls: list[str] = []
+    real = statistics.compute
+
+    def counting(kind: str, model: str, *args: object, **kwargs: object) -> object:
+        calls.append(model)
+        return real(kind, model, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(statistics, "compute", counting)
+    space = {"type": "per_model", "search": ["weight"], "weight": [0.1, 1.0]}
+    cfg = config(tiny_zoo, tmp_path / "run", merge_method="fisher", space=space,
+                 optimizer={"name": "ga", "pop_size": 4, "generations": 2},
+                 fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0},
+                 data={"zoo": "add_it", "limit": 8})
+    evolve(load_config(cfg))
+    assert sorted(calls) == sorted(cfg["models"])
+    assert len(list((tmp_path / "run" / "statistics").glob("fisher-*.safetensors"))) == 2
+    cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
+    assert len(cands) >= 4
+    assert all(r["recipe"]["data"] == {"zoo": "add_it", "limit": 8} for r in cands)
+    assert len({tuple(r["genome"]) for r in cands}) > 1
+    with pytest.raises(EvomergeError, match="fisher learns from data: give the config a data"):
+        evolve(load_config(config(tiny_zoo, tmp_path / "run2", merge_method="fisher",
+                                  space=space)))
+    assert not (tmp_path / "run2").exists()

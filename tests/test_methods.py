@@ -228,6 +228,10 @@ def test_multislerp_weighted_direction_and_norm() -> None:
     # antipodal inputs with balancing weights: two models interpolate, three are refused
     out = call("multislerp", [T([1.0, 0.0]), T([-1.0, 0.0])], weight=[0.5, 0.5])
     assert out.tolist() == [0.0, 0.0]
+    # a tensor no model changed stays the base (mergekit 0.1.5 raises for 3+ models)
+    base3 = T([0.5, -1.0])
+    assert call("multislerp", [base3, base3, base3], base3,
+                weight=[1.0, 1.0, 1.0]).tolist() == [0.5, -1.0]
     with pytest.raises(ConfigError, match="cancel out"):
         call("multislerp", [T([1.0, 0.0]), T([-1.0, 0.0]), T([0.0, 0.0])],
              weight=[0.5, 0.5, 0.0])

@@ -58,7 +58,8 @@ def merge(
                    ) if update else None
         path = merge_to_disk(parsed, out, device=device, dtype=dtype, out_dtype=out_dtype,
                              force=force, seed=seed, shard_size=size, progress=tensors,
-                             allow_nonfinite=allow_nonfinite)
+                             allow_nonfinite=allow_nonfinite,
+                             log=None if quiet else err.print)
     if not quiet:
         err.print(f"wrote {path} in {time.perf_counter() - start:.1f} s")
 

@@ -171,6 +171,29 @@ class FinalConfig(_Strict):
     baselines: bool = True  # also the hand-set recipes (task arithmetic, TIES, ...)
 
 
+class DataConfig(_Strict):
+    """Items to learn from or test on: a zoo task's split, a task file (JSONL, CSV, Parquet
+    or a local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks),
+    or an lm-eval task's search or test documents (``lm_eval``, generative tasks only)."""
+
+    zoo: str | None = None  # a zoo task
+    split: Literal["train", "search", "test"] = "train"  # its split (lm_eval: search or test)
+    file: str | None = None  # a task file or datasets directory
+    lm_eval: str | None = None  # an lm-eval task name or task YAML (generative)
+    include_path: str | None = None  # a folder of extra lm-eval task YAML
+    options: dict[str, Any] = {}  # loader options, as for evolve's file tasks
+    limit: int | None = Field(default=None, ge=1)  # only the first N items
+    ids: list[str] | None = None  # only these item ids (e.g. an evolve run's subset)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if sum(x is not None for x in (self.zoo, self.file, self.lm_eval)) != 1:
+            raise ValueError("give one of zoo (a zoo task name), file or lm_eval")
+        if self.lm_eval and self.split == "train":
+            raise ValueError("an lm_eval source has search and test documents: set split")
+        return self
+
+
 class EvolveConfig(_Strict):
     base_model: str  # a checkpoint directory: the merge's base, its config and tokenizer
     # checkpoints, PEFT LoRA adapters or base+adapter references, merged with the base
@@ -201,6 +224,9 @@ class EvolveConfig(_Strict):
     write_best: bool = True  # write the answer as a checkpoint in run_dir/best
     final: FinalConfig = FinalConfig()  # the honest final choice
     test_top_k: int = Field(default=5, ge=1)  # validated candidates also tested (held-out)
+    # data-dependent methods (regmean, fisher): the items their statistics come from, as
+    # np-merge's data block; computed once per model into run_dir/statistics
+    data: DataConfig | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> EvolveConfig:
@@ -213,6 +239,10 @@ class EvolveConfig(_Strict):
             raise ValueError(f"model {dup!r} is listed twice in models")
         return self
 
+    def statistics_data(self) -> dict[str, Any] | None:
+        """The ``data:`` block as recipes carry it (only the options set)."""
+        return self.data.model_dump(exclude_defaults=True) if self.data else None
+
     def resolved(self, base_dir: Path) -> EvolveConfig:
         def fix(p: str | None) -> str | None:
             return _resolve(p, base_dir)
@@ -222,6 +252,9 @@ class EvolveConfig(_Strict):
         data["models"] = [fix(m) for m in self.models]
         if self.tokenizer_source not in (None, "base", "union"):
             data["tokenizer_source"] = fix(self.tokenizer_source)
+        if data["data"] is not None:
+            data["data"]["file"] = fix(data["data"]["file"])
+            data["data"]["include_path"] = fix(data["data"]["include_path"])
         for t in data["tasks"]:
             t["search"], t["test"] = fix(t["search"]), fix(t["test"])
             t["include_path"] = fix(t["include_path"])
@@ -229,29 +262,6 @@ class EvolveConfig(_Strict):
             if t["lm_eval"] and t["lm_eval"].endswith((".yaml", ".yml")):
                 t["lm_eval"] = fix(t["lm_eval"])
         return EvolveConfig.model_validate(data)
-
-
-class DataConfig(_Strict):
-    """Items to learn from or test on: a zoo task's split, a task file (JSONL, CSV, Parquet
-    or a local ``datasets`` directory; ``options`` go to the loader, as for evolve's tasks),
-    or an lm-eval task's search or test documents (``lm_eval``, generative tasks only)."""
-
-    zoo: str | None = None  # a zoo task
-    split: Literal["train", "search", "test"] = "train"  # its split (lm_eval: search or test)
-    file: str | None = None  # a task file or datasets directory
-    lm_eval: str | None = None  # an lm-eval task name or task YAML (generative)
-    include_path: str | None = None  # a folder of extra lm-eval task YAML
-    options: dict[str, Any] = {}  # loader options, as for evolve's file tasks
-    limit: int | None = Field(default=None, ge=1)  # only the first N items
-    ids: list[str] | None = None  # only these item ids (e.g. an evolve run's subset)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> DataConfig:
-        if sum(x is not None for x in (self.zoo, self.file, self.lm_eval)) != 1:
-            raise ValueError("give one of zoo (a zoo task name), file or lm_eval")
-        if self.lm_eval and self.split == "train":
-            raise ValueError("an lm_eval source has search and test documents: set split")
-        return self
 
 
 class NPMergeConfig(_Strict):

@@ -40,6 +40,7 @@ Parameters: TypeAlias = dict[str, ParameterSetting]
 class InputModel(_Strict):
     model: str
     parameters: Parameters | None = None
+    data: dict[str, Any] | None = None  # this model's statistics data (regmean, fisher)
 
 
 class InputSlice(_Strict):
@@ -99,6 +100,9 @@ class MergeRecipe(_Strict):
     tokenizer_source: str | None = None
     tokenizer: TokenizerSettings | None = None  # mergekit's tokenizer block, instead
     chat_template: str | None = None  # auto, chatml or a Jinja template
+    # data-dependent methods (regmean, fisher): the items their statistics come from, as
+    # np-merge's data block ({zoo: add_en, limit: 64}, file, lm_eval); evomerge extension
+    data: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _one_input_form(self) -> MergeRecipe:

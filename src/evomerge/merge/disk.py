@@ -46,12 +46,16 @@ def compute_dtype_for(recipe: MergeRecipe, override: str | torch.dtype | None) -
 def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
                   dtype: str | torch.dtype | None = None, out_dtype: str | None = None,
                   force: bool = False, seed: int = 0, shard_size: int = DEFAULT_SHARD_BYTES,
-                  progress: Progress | None = None, allow_nonfinite: bool = False) -> Path:
+                  progress: Progress | None = None, allow_nonfinite: bool = False,
+                  statistics_dir: Path | None = None,
+                  log: Callable[[str], None] | None = None) -> Path:
     """Merge ``recipe`` into a Hugging Face checkpoint directory at ``out``.
 
     Everything is checked before any directory is written: the output (``force`` replaces
     only a directory evomerge wrote, never one holding an input), the device, every model
-    and tensor, the tokenizer source and the free space."""
+    and tensor, the tokenizer source and the free space. Data-dependent methods' statistics
+    are computed once per model and data into ``statistics_dir`` (default: the user cache,
+    ``merge.statistics.default_cache``) and reused."""
     check_parameter_names(recipe)  # a typo fails before anything is opened or written
     out = Path(out).resolve()
     tok_source = tokenizer_source(recipe)
@@ -66,9 +70,12 @@ def merge_to_disk(recipe: MergeRecipe, out: str | Path, *, device: str = "cpu",
     tok_files = tokenizer_files(recipe, sources, vocab, tok_source)
     if vocab is not None:  # embedding and head rows aligned by token string
         sources = vocab.align(sources)
+    from evomerge.merge.statistics import for_recipe
+
+    statistics = for_recipe(recipe, statistics_dir, dev, log)
     plan = MergePlan.build(recipe, sources, seed=seed,
                            out_dtype=parse_dtype(out_dtype, "out_dtype"),
-                           allow_nonfinite=allow_nonfinite)
+                           allow_nonfinite=allow_nonfinite, statistics=statistics)
     if plan.config is None:
         raise ModelError(f"model {plan.reference!r} has no config.json: the merged checkpoint "
                          "could not be loaded without one")

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,6 +23,9 @@ from evomerge.errors import ModelError
 from evomerge.io.checkpoint import TensorSource
 from evomerge.merge.planner import MergePlan, TensorTask
 from evomerge.recipe import MergeRecipe
+
+if TYPE_CHECKING:
+    from evomerge.merge.statistics import Statistics
 
 
 def _key(task: TensorTask, method: str) -> tuple[Any, ...]:
@@ -32,11 +36,13 @@ def _key(task: TensorTask, method: str) -> tuple[Any, ...]:
 class LiveMerger:
     def __init__(self, module: torch.nn.Module, sources: Mapping[str, TensorSource], *,
                  dtype: torch.dtype = torch.float32, seed: int = 0, offload: bool = False,
-                 renamed: Mapping[str, str] | None = None) -> None:
+                 renamed: Mapping[str, str] | None = None,
+                 statistics_dir: Path | None = None) -> None:
         """``offload``: keep task vectors in (pinned, when CUDA is there) CPU memory and
         stream them to the model's device per tensor, for devices too small to hold them.
         ``renamed``: checkpoint name -> the module's parameter name where transformers
-        renames on load (``io.hf.live_names``)."""
+        renames on load (``io.hf.live_names``). ``statistics_dir``: where data-dependent
+        methods' statistics are cached (computed on first use, once per model)."""
         self.module = module
         self.sources = sources
         self.dtype = dtype
@@ -50,6 +56,21 @@ class LiveMerger:
         self._deltas: dict[tuple[str, str, str, str], torch.Tensor] = {}
         self.last_seconds = 0.0
         self.last_rewritten = 0
+        self.statistics_dir = statistics_dir
+        self._statistics: dict[str, Statistics | None] = {}
+
+    def statistics_for(self, recipe: MergeRecipe) -> Statistics | None:
+        """The statistics ``recipe`` needs, prepared once per data block and method set."""
+        from evomerge.merge.statistics import for_recipe, needed
+
+        wanted = needed(recipe)
+        if not wanted:
+            return None
+        key = repr((sorted((k, sorted(v)) for k, v in wanted.items()),
+                    recipe.data, [(m.model, m.data) for m in recipe.models or []]))
+        if key not in self._statistics:
+            self._statistics[key] = for_recipe(recipe, self.statistics_dir, self.device)
+        return self._statistics[key]
 
     def _tensor(self, ref: tuple[str, str]) -> torch.Tensor:
         return self.sources[ref[0]].get(ref[1]).to(self.device, self.dtype, non_blocking=True)
@@ -84,7 +105,8 @@ class LiveMerger:
         """Write the merge described by ``recipe`` into the live model; returns seconds."""
         start = time.perf_counter()
         # inputs were checked for NaN/Inf once, when the search loaded them
-        plan = MergePlan.build(recipe, self.sources, seed=self.seed, check_inputs=False)
+        plan = MergePlan.build(recipe, self.sources, seed=self.seed, check_inputs=False,
+                               statistics=self.statistics_for(recipe))
         rewritten = 0
         for task in plan.tasks:
             name = plan.method_of(task).name

@@ -13,7 +13,7 @@ import copy
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +31,9 @@ from evomerge.io.writer import TensorSlot
 from evomerge.merge.params import resolve
 from evomerge.merge.registry import MergeMethod, ParamSpec, get_method
 from evomerge.recipe import MergeRecipe, Parameters
+
+if TYPE_CHECKING:
+    from evomerge.merge.statistics import Statistics
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -81,8 +84,9 @@ class MergePlan:
     def __init__(self, recipe: MergeRecipe, sources: Mapping[str, TensorSource],
                  method: MergeMethod, tasks: list[TensorTask], config: dict[str, Any] | None,
                  reference: str, seed: int, allow_nonfinite: bool = False,
-                 check_inputs: bool = True) -> None:
+                 check_inputs: bool = True, statistics: Statistics | None = None) -> None:
         self.allow_nonfinite = allow_nonfinite
+        self.statistics = statistics
         self.check_inputs = check_inputs
         self.recipe = recipe
         self.sources = sources
@@ -96,11 +100,12 @@ class MergePlan:
     @classmethod
     def build(cls, recipe: MergeRecipe, sources: Mapping[str, TensorSource], *, seed: int = 0,
               out_dtype: torch.dtype | None = None, allow_nonfinite: bool = False,
-              check_inputs: bool = True) -> MergePlan:
+              check_inputs: bool = True, statistics: Statistics | None = None) -> MergePlan:
         """``allow_nonfinite``: let NaN/Inf in inputs or results through (by default a merge
         stops with one line naming the tensor and model). ``check_inputs=False`` skips the
         input check for sources already checked when they were loaded (the search's live
-        merges: once per search, not once per candidate)."""
+        merges: once per search, not once per candidate). ``statistics``: the inputs'
+        statistics for data-dependent methods (``merge.statistics.prepare``)."""
         method = get_method(recipe.merge_method)
         missing = [m for m in recipe.referenced_models() if m not in sources]
         if missing:
@@ -112,7 +117,7 @@ class MergePlan:
         tasks, config, reference = (builder.from_slices() if recipe.slices
                                     else builder.from_models())
         return cls(recipe, sources, method, tasks, config, reference, seed, allow_nonfinite,
-                   check_inputs)
+                   check_inputs, statistics)
 
     # -- running ----------------------------------------------------------------------------
     def slots(self) -> list[TensorSlot]:
@@ -145,7 +150,14 @@ class MergePlan:
         if method.stochastic:
             generator = torch.Generator(device=torch.device(device))
             generator.manual_seed(task.seed)
-        out = method(tensors, base, generator=generator, kind=task.info.kind,
+        stats = None
+        if method.statistics is not None:
+            if self.statistics is None:
+                raise ConfigError(f"{method.name} needs {method.statistics} statistics: give "
+                                  "the recipe a data: block")
+            stats = [self.statistics.get(method.statistics, m, name) for m, name in task.inputs]
+            stats = [None if s is None else s.to(device=device, dtype=dtype) for s in stats]
+        out = method(tensors, base, generator=generator, kind=task.info.kind, stats=stats,
                      **kwargs).to(task.out.dtype)
         if not self.allow_nonfinite and not bool(torch.isfinite(out).all()):
             raise ModelError(f"merged tensor {task.out.name} holds NaN or infinite values "

@@ -8,8 +8,10 @@ shared by all models. Defaults come from the signature; a parameter without defa
 required. A method that takes ``generator`` is stochastic and receives a seeded
 ``torch.Generator``; one that takes ``kind`` receives the tensor's module kind ("embedding",
 "head", "attention", "mlp", "norm", ...: ``io.naming.module_kind``), for methods that treat
-embeddings differently from linear maps. Adding a method is one decorated function in
-``merge/methods/``.
+embeddings differently from linear maps; one that takes ``grams`` or ``fishers`` is
+data-dependent and receives, per input, that statistic of the tensor (``merge.statistics``:
+RegMean's input Gram matrices, the diagonal Fisher) or None. Adding a method is one
+decorated function in ``merge/methods/``.
 """
 
 from __future__ import annotations
@@ -98,6 +100,7 @@ class MergeMethod:
     max_models: int | None
     stochastic: bool
     wants_kind: bool
+    statistics: str | None  # "gram" or "fisher": the per-input statistic the method needs
     shared: tuple[ParamSpec, ...]
     per_model: tuple[ParamSpec, ...]
     doc: str = ""
@@ -114,11 +117,14 @@ class MergeMethod:
 
     def __call__(self, tensors: list[torch.Tensor], base: torch.Tensor | None,
                  generator: torch.Generator | None = None, kind: str | None = None,
-                 **kwargs: Any) -> torch.Tensor:
+                 stats: list[torch.Tensor | None] | None = None, **kwargs: Any
+                 ) -> torch.Tensor:
         if self.stochastic:
             kwargs["generator"] = generator
         if self.wants_kind:
             kwargs["kind"] = kind
+        if self.statistics is not None:
+            kwargs[f"{self.statistics}s"] = stats
         return self.fn(tensors, base, **kwargs)
 
 
@@ -137,6 +143,7 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
         shared: list[ParamSpec] = []
         per_model: list[ParamSpec] = []
         stochastic = wants_kind = False
+        statistics = None
         for p in inspect.signature(fn).parameters.values():
             if p.kind is not inspect.Parameter.KEYWORD_ONLY:
                 continue
@@ -145,6 +152,9 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
                 continue
             if p.name == "kind":
                 wants_kind = True
+                continue
+            if p.name in ("grams", "fishers"):
+                statistics = p.name[:-1]
                 continue
             hint = hints[p.name]
             meta = Param()
@@ -157,7 +167,8 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
             (per_model if meta.per_model else shared).append(spec)
         _REGISTRY[name] = MergeMethod(
             name=name, fn=fn, base=base, min_models=min_models, max_models=max_models,
-            stochastic=stochastic, wants_kind=wants_kind, shared=tuple(shared),
+            stochastic=stochastic, wants_kind=wants_kind, statistics=statistics,
+            shared=tuple(shared),
             per_model=tuple(per_model),
             doc=inspect.getdoc(fn) or "", reference=reference,
         )

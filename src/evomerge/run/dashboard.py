@@ -45,7 +45,8 @@ def _genes(run_dir: Path) -> list[Any]:
     cfg = load_config(run_dir / "config.yaml")
     base = Checkpoint(cfg.base_model)
     inputs = SpaceInputs(cfg.merge_method, list(cfg.models), cfg.base_model,
-                         num_layers_of(base.config, base.names()), group_filters(base.names()))
+                         num_layers_of(base.config, base.names()), group_filters(base.names()),
+                         data=cfg.statistics_data())
     return SPACES.get(cfg.space.type).build(cfg.space, inputs).genes
 
 

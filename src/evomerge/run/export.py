@@ -77,5 +77,5 @@ def export_candidate(run_dir: str | Path, candidate: str, out: str | Path, *,
     if cfg.tokenizer_source is not None:
         recipe = recipe.model_copy(update={"tokenizer_source": cfg.tokenizer_source})
     path = merge_to_disk(recipe, out, seed=cfg.seed, dtype=cfg.dtype, out_dtype=cfg.dtype,
-                         force=force)
+                         force=force, statistics_dir=run_dir / "statistics")
     return path, label

@@ -185,7 +185,7 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
         # stored in the precision it was searched and tested in, so the checkpoint scores
         # what the report says (rounding to the base's float16 moved answers)
         merge_to_disk(answer, best_dir, seed=cfg.seed, dtype=cfg.dtype,
-                      out_dtype=cfg.dtype, force=True)
+                      out_dtype=cfg.dtype, force=True, statistics_dir=run_dir / "statistics")
     return result
 
 

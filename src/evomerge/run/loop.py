@@ -74,8 +74,15 @@ class Runner:
         base = checkpoints[config.base_model]
         live_names(config.base_model, opened[config.base_model])  # one it cannot write live
         inputs = SpaceInputs(config.merge_method, list(config.models), config.base_model,
-                             num_layers_of(base.config, base.names()), group_filters(base.names()))
+                             num_layers_of(base.config, base.names()), group_filters(base.names()),
+                             data=config.statistics_data())
         self.space: SearchSpace = SPACES.get(config.space.type).build(config.space, inputs)
+        wanting = [m for m in [config.merge_method, *getattr(config.space, "methods", [])]
+                   if get_method(m).statistics]
+        if wanting and config.data is None:
+            raise ConfigError(f"{wanting[0]} learns from data: give the config a data: block "
+                              "(e.g. data: {zoo: add_it, limit: 64}, or file / lm_eval as "
+                              "in np-merge)")
         if self.space.stacks_models and config.tokenizer_source is not None:
             raise ConfigError(f"the {config.space.type} space stacks the models' own layers "
                               "and embeddings; it does not merge vocabularies "

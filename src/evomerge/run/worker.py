@@ -9,6 +9,7 @@ sees the run store, the estimators or the optimizer.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -61,8 +62,8 @@ class EvalWorker:
         self.model = self.model.to(self.device)
         self.evaluator = Evaluator(self.model, self.tokenizer, batch_size=config.batch_size)
         self.merger = LiveMerger(self.model, self.sources, dtype=dtype, seed=config.seed,
-                                 offload=config.offload,
-                                 renamed=renamed)
+                                 offload=config.offload, renamed=renamed,
+                                 statistics_dir=Path(config.run_dir) / "statistics")
         self.tasks = {t.name: load_task_pair(t) for t in config.tasks}
         for pair in self.tasks.values():  # prompt settings (a chat template the tokenizer
             for task in pair:  # lacks, a few-shot pool too small) fail here, before any work

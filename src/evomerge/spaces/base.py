@@ -44,6 +44,7 @@ class SpaceInputs:
     base: str
     num_layers: int
     filters: dict[str, list[str]] | None = None  # module groups (None: from the base's names)
+    data: dict[str, Any] | None = None  # data-dependent methods' statistics data (recipes)
 
 
 def check_searchable(space: str, method: str, searched: set[str],
@@ -184,6 +185,18 @@ class RangeOptions(SpaceOptions):
         return self
 
 
+def with_data(recipe: dict[str, Any], data: dict[str, Any] | None) -> dict[str, Any]:
+    """``recipe`` with the search's ``data:`` block when one of its methods needs
+    statistics (regmean, fisher), so every recorded recipe merges again on its own."""
+    from evomerge.merge.registry import get_method
+
+    methods = {recipe["merge_method"], *(s.get("merge_method") for s in recipe.get("slices")
+                                         or [] if s.get("merge_method"))}
+    if data is not None and any(get_method(m).statistics for m in methods):
+        return {**recipe, "data": data}
+    return recipe
+
+
 class SearchSpace(ABC):
     """Maps genomes (arrays within ``bounds``) to recipes and back.
 
@@ -191,6 +204,7 @@ class SearchSpace(ABC):
     its ``Options`` and builds itself from them with ``build``."""
 
     genes: list[Gene]
+    data: dict[str, Any] | None = None  # set by build: the statistics data of recipes
     Options: ClassVar[type[SpaceOptions]] = SpaceOptions
     # the space's candidates stack the input models' layers (each model held as a module)
     stacks_models: ClassVar[bool] = False

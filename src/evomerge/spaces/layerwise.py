@@ -21,6 +21,7 @@ from evomerge.spaces.base import (
     SpaceInputs,
     module_filters,
     searched_params,
+    with_data,
 )
 from evomerge.spaces.base import short_name as _short
 from evomerge.spaces.per_model import pairs_with_base
@@ -39,10 +40,12 @@ class LayerwiseSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: LayerwiseOptions, inputs: SpaceInputs) -> LayerwiseSpace:
-        return cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
-                   options.layer_granularity, tuple(options.modules), grid=options.grid,
-                   parameters=options.parameters, filters=inputs.filters,
-                   search=options.search, bounds=options.all_bounds())
+        space = cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
+                    options.layer_granularity, tuple(options.modules), grid=options.grid,
+                    parameters=options.parameters, filters=inputs.filters,
+                    search=options.search, bounds=options.all_bounds())
+        space.data = inputs.data
+        return space
 
     def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
                  layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",
@@ -119,7 +122,7 @@ class LayerwiseSpace(SearchSpace):
         data: dict[str, Any] = {"merge_method": self.method, "slices": slices}
         if self.base and uses_base:
             data["base_model"] = self.base
-        return MergeRecipe.model_validate(data)
+        return MergeRecipe.model_validate(with_data(data, self.data))
 
     def endpoints(self) -> list[np.ndarray]:
         """Each input model itself in every group and module, where the method can return

@@ -37,6 +37,7 @@ from evomerge.spaces.base import (
     SpaceOptions,
     module_filters,
     searched_params,
+    with_data,
 )
 from evomerge.spaces.base import short_name as _short
 
@@ -71,10 +72,12 @@ class LFSSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: LFSOptions, inputs: SpaceInputs) -> LFSSpace:
-        return cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
-                   weight=options.weight, density=options.density, filters=inputs.filters,
-                   methods=tuple(options.methods), search=options.search,
-                   bounds=options.bounds)
+        space = cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
+                    weight=options.weight, density=options.density, filters=inputs.filters,
+                    methods=tuple(options.methods), search=options.search,
+                    bounds=options.bounds)
+        space.data = inputs.data
+        return space
 
     def __init__(self, models: list[str], base: str, num_layers: int,
                  layer_granularity: int = 1, weight: tuple[float, float] = (0.0, 1.0),
@@ -217,7 +220,8 @@ class LFSSpace(SearchSpace):
                     sources.append({"model": model, "layer_range": rng, "parameters": params})
                 sl["sources"] = sources
             slices.append(sl)
-        return MergeRecipe.model_validate({"merge_method": "linear", "slices": slices})
+        return MergeRecipe.model_validate(with_data({"merge_method": "linear",
+                                                     "slices": slices}, self.data))
 
     def _generic_slice(self, x: np.ndarray, g: int, method: str, rng: list[int],
                        sl: dict[str, Any]) -> None:

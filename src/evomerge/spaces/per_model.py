@@ -21,6 +21,7 @@ from evomerge.spaces.base import (
     SearchSpace,
     SpaceInputs,
     searched_params,
+    with_data,
 )
 from evomerge.spaces.base import short_name as _short
 
@@ -42,9 +43,11 @@ class PerModelSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: PerModelOptions, inputs: SpaceInputs) -> PerModelSpace:
-        return cls(inputs.method, inputs.models, inputs.base, grid=options.grid,
-                   parameters=options.parameters, search=options.search,
-                   bounds=options.all_bounds())
+        space = cls(inputs.method, inputs.models, inputs.base, grid=options.grid,
+                    parameters=options.parameters, search=options.search,
+                    bounds=options.all_bounds())
+        space.data = inputs.data
+        return space
 
     def __init__(self, method: str, models: list[str], base: str | None = None,
                  weight: tuple[float, float] = (0.0, 1.0),
@@ -83,7 +86,7 @@ class PerModelSpace(SearchSpace):
             data["base_model"] = self.base
         if self.parameters or shared:
             data["parameters"] = {**self.parameters, **shared}
-        return MergeRecipe.model_validate(data)
+        return MergeRecipe.model_validate(with_data(data, self.data))
 
     def endpoints(self) -> list[np.ndarray]:
         """Each input model itself where the method can return it: weight 1 on it and 0 on

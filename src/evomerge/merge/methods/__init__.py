@@ -3,11 +3,13 @@
 from evomerge.merge.methods import (
     arcee_fusion,
     consensus,
+    fisher,
     linear,
     model_stock,
     nearswap,
     passthrough,
     ram,
+    regmean,
     sce,
     slerp,
     spectral,
@@ -15,5 +17,5 @@ from evomerge.merge.methods import (
     wudi,
 )
 
-__all__ = ["arcee_fusion", "consensus", "linear", "model_stock", "nearswap", "passthrough",
-           "ram", "sce", "slerp", "spectral", "task_arithmetic", "wudi"]
+__all__ = ["arcee_fusion", "consensus", "fisher", "linear", "model_stock", "nearswap",
+           "passthrough", "ram", "regmean", "sce", "slerp", "spectral", "task_arithmetic", "wudi"]

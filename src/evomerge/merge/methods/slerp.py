@@ -81,7 +81,9 @@ def multislerp(tensors: list[torch.Tensor], base: torch.Tensor | None, *,
     u_i = v_i / (|v_i| + eps), result = normalize(sum_i w_i u_i) * sum_i w_i |v_i| (+ base);
     weights are divided by their sum when ``normalize_weights``. mergekit also takes an
     exponential-map step along sum_i w_i (u_i - (u_i.m) m), which is zero whenever m is the
-    normalised weighted mean, so evomerge leaves it out (equal within float rounding)."""
+    normalised weighted mean, so evomerge leaves it out (equal within float rounding). Where
+    every input equals the base (a tensor no fine-tune changed) the result is the base;
+    mergekit raises there."""
     if len(tensors) == 1:
         return tensors[0]
     shape = tensors[0].shape
@@ -92,7 +94,9 @@ def multislerp(tensors: list[torch.Tensor], base: torch.Tensor | None, *,
     norms = torch.norm(flat, dim=-1)
     direction = ((flat / (norms.unsqueeze(-1) + eps)) * w.view(-1, 1)).sum(0)
     size = torch.norm(direction)
-    if size < eps:
+    if bool((norms <= eps).all()):  # nothing moved (a frozen tensor): mergekit raises here
+        out = torch.zeros_like(flat[0])
+    elif size < eps:
         if len(tensors) != 2:
             raise ConfigError("multislerp: the weighted directions cancel out (antipodal "
                               "models with balancing weights); change the weights")

@@ -1,0 +1,248 @@
+"""Statistics that data-dependent merges need, computed once per (model, data) and cached.
+
+- ``gram``: for every ``nn.Linear`` the mean Gram matrix of its inputs, G = X^T X / n over
+  the n non-padding tokens (RegMean). Stored under the layer's weight name.
+- ``fisher``: the diagonal empirical Fisher information of every parameter, the mean over
+  examples of the squared gradient of the answer's negative log-likelihood (Fisher merging).
+
+The data is a recipe's ``data:`` block (the same sources np-merge and evaluation use: a zoo
+task, a task file, an lm-eval task; ``limit`` items). Each model's statistics are written as
+``<kind>-<model>-<key>.safetensors`` in the cache directory, the key hashing the model's files,
+the data block and the kind, so a second merge or every candidate of a search reuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from evomerge.errors import ConfigError
+
+if TYPE_CHECKING:
+    from evomerge.recipe import MergeRecipe
+
+KINDS = ("gram", "fisher")
+Batch = Mapping[str, torch.Tensor]
+
+
+def default_cache() -> Path:
+    """``$EVOMERGE_CACHE/statistics``, else ``~/.cache/evomerge/statistics``."""
+    root = os.environ.get("EVOMERGE_CACHE") or Path.home() / ".cache" / "evomerge"
+    return Path(root) / "statistics"
+
+
+def _call(module: torch.nn.Module, batch: Batch) -> Any:
+    return module(**{k: v for k, v in batch.items() if k != "labels"})
+
+
+@torch.no_grad()
+def input_grams(module: torch.nn.Module, batches: Iterable[Batch],
+                forward: Callable[[torch.nn.Module, Batch], Any] = _call
+                ) -> dict[str, torch.Tensor]:
+    """Mean input Gram matrix of every ``nn.Linear`` in ``module``, by weight name; tokens
+    outside ``attention_mask`` are left out. Accumulated in float64. ``forward`` runs a
+    batch (default: the batch's tensors as keyword arguments, labels left out)."""
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    mask: list[torch.Tensor | None] = [None]
+
+    def hook(name: str) -> Callable[..., None]:
+        def record(_: torch.nn.Module, args: tuple[Any, ...]) -> None:
+            x = args[0]
+            m = mask[0]
+            if m is not None and x.shape[:2] == m.shape:
+                x = x[m.bool()]
+            x = x.reshape(-1, x.shape[-1]).double()
+            sums[name] = sums.get(name, 0) + x.T @ x  # type: ignore[assignment]
+            counts[name] = counts.get(name, 0) + x.shape[0]
+        return record
+
+    handles = [mod.register_forward_pre_hook(hook(f"{name}.weight"))
+               for name, mod in module.named_modules() if isinstance(mod, torch.nn.Linear)]
+    try:
+        for batch in batches:
+            mask[0] = batch.get("attention_mask")
+            forward(module, batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: (v / counts[k]).float() for k, v in sums.items()}
+
+
+def diagonal_fisher(module: torch.nn.Module, batches: Iterable[Batch],
+                    loss: Callable[[torch.nn.Module, Batch], torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+    """Mean over examples of each parameter's squared gradient of ``loss`` (one example per
+    backward pass: the Fisher needs per-example gradients), by parameter name."""
+    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
+    sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+    n = 0
+    with torch.enable_grad():  # also inside a caller's no_grad (a search's live merge)
+        for batch in batches:
+            rows = next(iter(batch.values())).shape[0]
+            for i in range(rows):
+                one = {k: v[i:i + 1] for k, v in batch.items()}
+                module.zero_grad(set_to_none=True)
+                loss(module, one).backward()
+                for name, p in params.items():
+                    if p.grad is not None:
+                        sums[name] += p.grad.float().square()
+                n += 1
+    module.zero_grad(set_to_none=True)
+    if n == 0:
+        raise ConfigError("data: no examples to compute the Fisher information from")
+    return {k: v / n for k, v in sums.items()}
+
+
+def answer_nll(module: torch.nn.Module, batch: Batch) -> torch.Tensor:
+    """Summed negative log-likelihood of the answer tokens (labels != -100)."""
+    logits = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), labels.reshape(-1),
+        ignore_index=-100, reduction="sum")
+
+
+class Statistics:
+    """Statistics files by (kind, model), read lazily tensor by tensor."""
+
+    def __init__(self, files: Mapping[tuple[str, str], Path]) -> None:
+        self.files = dict(files)
+        self._open: dict[tuple[str, str], Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:  # file handles stay behind (Ray workers)
+        return {"files": self.files, "_open": {}}
+
+    def get(self, kind: str, model: str, tensor: str) -> torch.Tensor | None:
+        """``kind`` statistic of ``tensor`` in ``model``; None where there is none (a tensor
+        that is not a linear layer's weight, or that no gradient reached)."""
+        from safetensors import safe_open
+
+        key = (kind, model)
+        if key not in self.files:
+            return None
+        if key not in self._open:
+            f = safe_open(str(self.files[key]), framework="pt")
+            self._open[key] = (f, set(f.keys()))
+        f, names = self._open[key]
+        return f.get_tensor(tensor) if tensor in names else None
+
+
+def needed(recipe: MergeRecipe) -> dict[str, set[str]]:
+    """kind -> the models whose statistics the recipe's data-dependent methods need."""
+    from evomerge.merge.registry import get_method
+
+    out: dict[str, set[str]] = {}
+    groups = ([(recipe.merge_method, [m.model for m in recipe.models])] if recipe.models
+              else [(s.merge_method or recipe.merge_method, [x.model for x in s.sources])
+                    for s in recipe.slices or []])
+    for method, models in groups:
+        kind = get_method(method).statistics
+        if kind is not None:
+            out.setdefault(kind, set()).update(m for m in models if m != recipe.base_model
+                                               or get_method(method).base == "input")
+    return out
+
+
+def data_of(recipe: MergeRecipe, model: str) -> dict[str, Any] | None:
+    """A model's own ``data:`` block, else the recipe's."""
+    own = next((m.data for m in recipe.models or [] if m.model == model and m.data), None)
+    return own or recipe.data
+
+
+def for_recipe(recipe: MergeRecipe, cache: Path | None = None,
+               device: str | torch.device = "cpu",
+               log: Callable[[str], None] | None = None) -> Statistics | None:
+    """The statistics ``recipe`` needs (computed where the cache lacks them), or None."""
+    files = {}
+    for kind, models in needed(recipe).items():
+        for model in sorted(models):
+            files[(kind, model)] = prepare(kind, model, data_of(recipe, model),
+                                           cache or default_cache(), device, log)
+    return Statistics(files) if files else None
+
+
+def cache_key(kind: str, model: str, data: dict[str, Any]) -> str:
+    from evomerge.io.lora import input_dirs
+    from evomerge.run.resume import file_fingerprint
+
+    h = hashlib.sha256(json.dumps({"kind": kind, "data": data, "version": 1},
+                                  sort_keys=True).encode())
+    for d in input_dirs(model):
+        for f in sorted(Path(d).iterdir()):
+            if f.is_file() and not f.name.startswith("."):
+                h.update(f"{f.name}:{file_fingerprint(f)}".encode())
+    return h.hexdigest()[:20]
+
+
+def compute(kind: str, model: str, data: dict[str, Any], batch_size: int = 8,
+            device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """``kind`` statistics of ``model`` on the items of the ``data`` block."""
+    from evomerge.config import DataConfig
+    from evomerge.eval.answer_batches import encode_answers
+    from evomerge.eval.sources.base import load_data
+    from evomerge.io.hf import load_causal_lm
+    from evomerge.io.lora import input_dirs
+
+    task = load_data(DataConfig.model_validate(data), "data")
+    net = load_causal_lm(model).to(device).eval().requires_grad_(kind == "fisher")
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(input_dirs(model)[0])
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
+
+    def batches() -> Iterable[Batch]:
+        for i in range(0, len(pairs), batch_size):
+            ids, mask, labels = encode_answers(tok, pairs[i:i + batch_size])
+            yield {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+                   "labels": labels.to(device)}
+
+    if kind == "gram":
+        return input_grams(net, batches())
+    return diagonal_fisher(net, batches(), answer_nll)
+
+
+def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
+            device: str | torch.device = "cpu",
+            log: Callable[[str], None] | None = None) -> Path:
+    """The file of ``model``'s ``kind`` statistics on ``data``, computed if the cache lacks
+    it (written atomically: a kill leaves no half file)."""
+    from safetensors.torch import save_file
+
+    from evomerge.config import DataConfig
+
+    if data is None:
+        raise ConfigError(f"{model}: this recipe's method needs {kind} statistics: give the "
+                          "recipe (or the model) a data: block, e.g. data: {zoo: add_en, "
+                          "limit: 64} (file or lm_eval as in np-merge's data)")
+    try:
+        DataConfig.model_validate(data)
+    except Exception as exc:  # pydantic's message, on one line
+        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
+        raise ConfigError(f"data: {lines[-1] if lines else exc}") from None
+    cache.mkdir(parents=True, exist_ok=True)
+    name = Path(model.split("+")[-1]).name or "model"
+    path = cache / f"{kind}-{name}-{cache_key(kind, model, data)}.safetensors"
+    if path.exists():
+        return path
+    if log is not None:
+        log(f"computing {kind} statistics of {model} ({path.name})")
+    stats = compute(kind, model, data, device=device)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous().cpu() for k, v in stats.items()}, str(tmp),
+                  metadata={"model": model, "kind": kind, "data": json.dumps(data)})
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+    return path
