@@ -104,6 +104,8 @@ def _any_recipe(name: str, base: str, ft1: str, ft2: str) -> dict:
     if pair:
         entries.insert(0, {"model": base})
     recipe: dict = {"merge_method": name, "models": entries, "parameters": shared}
+    if m.statistics:  # data-dependent: a few zoo items (the family's tokenizer reads them)
+        recipe["data"] = {"zoo": "add_en", "limit": 4}
     if m.base != "input":
         recipe["base_model"] = base
     return recipe
@@ -111,18 +113,22 @@ def _any_recipe(name: str, base: str, ft1: str, ft2: str) -> dict:
 
 @pytest.mark.parametrize("name", sorted(
     __import__("evomerge.merge.registry", fromlist=["methods"]).methods()))
-def test_every_method_merges_live_as_on_disk(llama: list[Path], name: str) -> None:
+def test_every_method_merges_live_as_on_disk(llama: list[Path], name: str, tmp_path: Path
+                                             ) -> None:
     """Each registered method runs on a real checkpoint family through the planner (the disk
     path) and the live merger, with the same tensors, all finite, some changed."""
     from transformers import AutoModelForCausalLM
 
+    from evomerge.merge.statistics import for_recipe
+
     base, ft1, ft2 = (str(p) for p in llama)
     recipe = load_recipe(_any_recipe(name, base, ft1, ft2))
     sources = {m: Checkpoint(m) for m in recipe.referenced_models()}
-    expected = MergePlan.build(recipe, sources, seed=3).merge_to_dict()
+    stats = for_recipe(recipe, tmp_path)
+    expected = MergePlan.build(recipe, sources, seed=3, statistics=stats).merge_to_dict()
     model = AutoModelForCausalLM.from_pretrained(base)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    LiveMerger(model, sources, seed=3).apply(recipe)
+    LiveMerger(model, sources, seed=3, statistics_dir=tmp_path).apply(recipe)
     state = model.state_dict()
     for key, tensor in expected.items():
         torch.testing.assert_close(state[key], tensor, rtol=1e-6, atol=1e-6)

@@ -107,12 +107,14 @@ def _all_methods() -> list[str]:
 
 
 @pytest.mark.parametrize("name", _all_methods())
-def test_every_method_searches_its_parameters_as_genes(llama: list[Path], name: str) -> None:
+def test_every_method_searches_its_parameters_as_genes(llama: list[Path], name: str,
+                                                       tmp_path: Path) -> None:
     """Each registered method's numeric parameters become genes of the per-model and
     layer-wise spaces; random genomes give recipes that merge a real checkpoint family, and
     each gene's value lands in the recipe."""
     from evomerge.errors import ConfigError
     from evomerge.merge.registry import get_method
+    from evomerge.merge.statistics import for_recipe
     from evomerge.spaces.per_model import pairs_with_base
 
     base, ft1, ft2 = (str(p) for p in llama)
@@ -126,6 +128,7 @@ def test_every_method_searches_its_parameters_as_genes(llama: list[Path], name: 
     rng = np.random.default_rng(0)
     for space in (PerModelSpace(name, models, base, search=search, bounds=bounds),
                   LayerwiseSpace(name, models, base, 4, 2, search=search, bounds=bounds)):
+        space.data = {"zoo": "add_en", "limit": 4}  # used by data-dependent methods only
         per_genome = len(space.genes) // (1 if isinstance(space, PerModelSpace) else 2 * 3)
         per_model = [p for p in m.per_model if p.name in search]
         shared = [p for p in m.shared if p.name in search]
@@ -134,7 +137,9 @@ def test_every_method_searches_its_parameters_as_genes(llama: list[Path], name: 
         genome = space.repair(lo + rng.random(len(lo)) * (hi - lo))
         recipe = space.to_recipe(genome)
         sources = {x: Checkpoint(x) for x in recipe.referenced_models()}
-        merged = MergePlan.build(recipe, sources, seed=1).merge_to_dict()
+        assert (recipe.data is not None) == (m.statistics is not None)
+        merged = MergePlan.build(recipe, sources, seed=1,
+                                 statistics=for_recipe(recipe, tmp_path)).merge_to_dict()
         assert all(bool(torch.isfinite(t).all()) for t in merged.values())
         # the first gene's value is in the recipe (integers really are integers)
         first = space.genes[0]

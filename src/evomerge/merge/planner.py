@@ -156,7 +156,9 @@ class MergePlan:
                 raise ConfigError(f"{method.name} needs {method.statistics} statistics: give "
                                   "the recipe a data: block")
             stats = [self.statistics.get(method.statistics, m, name) for m, name in task.inputs]
-            stats = [None if s is None else s.to(device=device, dtype=dtype) for s in stats]
+            stats = [None if s is None or not _fits(method.statistics, s, t)
+                     else s.to(device=device, dtype=dtype)
+                     for s, t in zip(stats, tensors, strict=True)]
         out = method(tensors, base, generator=generator, kind=task.info.kind, stats=stats,
                      **kwargs).to(task.out.dtype)
         if not self.allow_nonfinite and not bool(torch.isfinite(out).all()):
@@ -442,3 +444,11 @@ def _set_layer_count(config: dict[str, Any], n: int, layer_sources: list[int]) -
             values = cfg.get(key)
             if isinstance(values, list) and values and max(layer_sources) < len(values):
                 cfg[key] = [values[i] for i in layer_sources]
+
+
+def _fits(kind: str, stat: torch.Tensor, tensor: torch.Tensor) -> bool:
+    """Whether a statistic still describes the tensor (rows re-aligned to a merged vocabulary
+    no longer match their Fisher: the method then averages that tensor)."""
+    if kind == "gram":
+        return tensor.dim() == 2 and stat.shape == (tensor.shape[1], tensor.shape[1])
+    return stat.shape == tensor.shape
