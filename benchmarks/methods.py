@@ -12,8 +12,12 @@ functions, as the merge engine calls them). Scores: accuracy on each task's test
 the average normalised accuracy (merged / the task's own expert), as in FusionBench.
 
 Data-dependent methods: RegMean uses each expert's input Gram matrices and Fisher merging
-its diagonal empirical Fisher, both from 256 of the expert's own training images (RegMean:
-unlabeled; Fisher: with labels), computed by evomerge's merge/statistics.py.
+its diagonal Fisher (labels drawn from the expert's prediction), both from 256 of the
+expert's own training images, computed by evomerge's merge/statistics.py; RegMean++ the
+same images through the merged earlier layers (for each alpha of its grid). AdaMerging
+(task-wise and layer-wise, np-merge's adamerging mode) learns the task-vector scales by
+minimising prediction entropy on the unlabeled validation images (the paper adapts on the
+unlabeled test images).
 
 Hyperparameters: each method's paper defaults (TIES/DARE/DELLA density 0.2 / 0.3 / 0.3,
 Consensus k = 2 and TALL threshold 0.4, Iso-CTS common fraction 0.8, CART rank 10 %), and
@@ -74,6 +78,7 @@ METHODS: dict[str, tuple[dict[str, Any], str | None]] = {
     "cart": ({"rank_fraction": 0.1}, "lambda"),
     "wudi": ({"steps": 300}, "lr"),
     "regmean": ({}, "alpha"),  # data-dependent: Gram matrices of each expert's inputs
+    "regmean_plusplus": ({}, "alpha"),  # the same through the merged earlier layers
     "fisher": ({"weight": 1.0}, None),  # data-dependent: each expert's diagonal Fisher
 }
 DATA_N = 256  # examples per expert for the data-dependent methods (from its training split)
@@ -175,7 +180,7 @@ def expert_statistics(experts: list[dict[str, torch.Tensor]], views: dict[str, A
     training images, by evomerge's statistics code (merge/statistics.py)."""
     from evomerge.merge.statistics import diagonal_fisher, input_grams
 
-    out: dict[str, list[dict[str, torch.Tensor]]] = {"gram": [], "fisher": []}
+    out: dict[str, Any] = {"gram": [], "fisher": [], "data": []}
     for task, state in zip(TASKS, experts, strict=True):
         net = mlp(0)
         net.load_state_dict(state)
@@ -184,6 +189,7 @@ def expert_statistics(experts: list[dict[str, torch.Tensor]], views: dict[str, A
         batches = [{"x": x[pick[i:i + 64]], "labels": y[pick[i:i + 64]]}
                    for i in range(0, len(pick), 64)]
         out["gram"].append(input_grams(net, batches, lambda m, b: m(b["x"])))
+        out["data"].append(batches)
         # the true Fisher (Matena & Raffel): labels drawn from the expert's own prediction
         with torch.no_grad():
             drawn = [torch.multinomial(torch.softmax(net(b["x"]), -1), 1, generator=torch
@@ -195,9 +201,28 @@ def expert_statistics(experts: list[dict[str, torch.Tensor]], views: dict[str, A
     return out
 
 
+def adamerging(base: dict[str, torch.Tensor], experts: list[dict[str, torch.Tensor]],
+               views: dict[str, Any], granularity: str, seed: int) -> dict[str, torch.Tensor]:
+    """AdaMerging through evomerge's np-merge learner: task-vector scales from 0.3, Adam
+    (lr 1e-3, 500 steps, as the paper), minimising the prediction entropy on the unlabeled
+    validation images of every task (16 per task per step)."""
+    from evomerge.npmerge.learn import entropy_loss, np_merge_modules
+
+    g = torch.Generator().manual_seed(seed)
+    pools = [views[t]["val"][0] for t in TASKS]
+    batches = []
+    for _ in range(50):
+        batches.append(torch.cat([x[torch.randperm(len(x), generator=g)[:16]] for x in pools]))
+    result = np_merge_modules(mlp(0), experts, batches, entropy_loss, steps=500, lr=1e-3,
+                              mode="adamerging", base=base, granularity=granularity)
+    return result.state_dict
+
+
 def one_seed(seed: int) -> dict[str, Any]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
+
+    from evomerge.merge.statistics import sequential_grams
 
     data = load_digits()
     x_all = torch.tensor(data.data / 16.0, dtype=torch.float32)
@@ -239,6 +264,9 @@ def one_seed(seed: int) -> dict[str, Any]:
             params = dict(fixed)
             if scaled is not None:
                 params[scaled] = value
+            if name == "regmean_plusplus":  # its statistics depend on alpha
+                stats["gram_pp"] = sequential_grams(mlp(0), experts, stats["data"], value,
+                                                    lambda m, b: m(b["x"]))
             start = time.time()
             merged = merge(name, params, base, experts, seed, stats)
             seconds = time.time() - start
@@ -248,6 +276,12 @@ def one_seed(seed: int) -> dict[str, Any]:
         assert best is not None
         rows[name] = {"test": scores(best[2], "test"), "chosen": best[1],
                       "merge_s": round(best[3], 3)}
+    for granularity, label in (("model", "adamerging (task-wise)"),
+                               ("tensor", "adamerging (layer-wise)")):
+        start = time.time()
+        merged = adamerging(base, experts, views, granularity, seed)
+        rows[label] = {"test": scores(merged, "test"), "chosen": "-",
+                       "merge_s": round(time.time() - start, 3)}
     for row in rows.values():
         row["normalised"] = statistics.mean(
             100 * row["test"][t] / expert_test[t] for t in TASKS)

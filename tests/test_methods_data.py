@@ -150,3 +150,76 @@ def test_a_data_dependent_recipe_without_data_is_one_line(tmp_path: Path) -> Non
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "needs gram statistics: give the recipe" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_regmean_plusplus_feeds_each_layer_through_the_merged_earlier_layers() -> None:
+    """Two-layer MLPs: the first layer's Gram matrices are each model's own inputs; the
+    second's are each model's data passed through the merged first layer (RegMean's
+    solution) and the averaged bias, computed here directly."""
+    from evomerge.merge.statistics import regmean_solve, sequential_grams
+
+    g = torch.Generator().manual_seed(0)
+
+    def net() -> torch.nn.Sequential:
+        return torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.ReLU(),
+                                   torch.nn.Linear(6, 3))
+
+    states = []
+    for _ in range(2):
+        m = net()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+        states.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+    xs = [torch.randn(32, 4, generator=g) for _ in range(2)]
+    batches = [[{"x": x[:16]}, {"x": x[16:]}] for x in xs]
+    grams = sequential_grams(net(), states, batches, 0.9, lambda m, b: m(b["x"]))
+    g1 = [x.T @ x / len(x) for x in xs]
+    for i in range(2):
+        torch.testing.assert_close(grams[i]["0.weight"], g1[i], rtol=1e-5, atol=1e-6)
+    w1 = regmean_solve([s["0.weight"] for s in states], g1, 0.9)
+    b1 = (states[0]["0.bias"] + states[1]["0.bias"]) / 2
+    for i in range(2):
+        h = torch.relu(xs[i] @ w1.T + b1)
+        torch.testing.assert_close(grams[i]["2.weight"], h.T @ h / len(h), rtol=1e-4,
+                                   atol=1e-5)
+        own = torch.relu(xs[i] @ states[i]["0.weight"].T + states[i]["0.bias"])
+        assert not torch.allclose(grams[i]["2.weight"], own.T @ own / len(own), atol=1e-3)
+
+
+def test_regmean_plusplus_merges_checkpoints_with_joint_cached_statistics(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from evomerge.merge import statistics
+    from evomerge.merge.disk import merge_to_disk
+    from evomerge.recipe import load_recipe
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    from .helpers import load_model_tensors
+
+    calls: list[int] = []
+    real = statistics.compute_joint
+
+    def counting(*args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(statistics, "compute_joint", counting)
+    cache = tmp_path / "stats"
+    recipe = load_recipe(_recipe(ZOO_DIR, "regmean_plusplus"))
+    merge_to_disk(recipe, tmp_path / "a", statistics_dir=cache)
+    merge_to_disk(recipe, tmp_path / "b", statistics_dir=cache)
+    assert calls == [1] and len(list(cache.glob("gram_pp-*.safetensors"))) == 2
+    pp = load_model_tensors(tmp_path / "a")
+    merge_to_disk(load_recipe(_recipe(ZOO_DIR, "regmean")), tmp_path / "r",
+                  statistics_dir=cache)
+    plain = load_model_tensors(tmp_path / "r")
+    name = "model.layers.1.mlp.down_proj.weight"
+    assert not torch.allclose(pp[name], plain[name], atol=1e-5)  # other inputs, other fit
+    # another alpha changes the earlier merged layers, so the statistics are new
+    other = _recipe(ZOO_DIR, "regmean_plusplus", parameters={"alpha": 0.5})
+    merge_to_disk(load_recipe(other), tmp_path / "c", statistics_dir=cache)
+    assert calls == [1, 1]
+    with pytest.raises(Exception, match="one alpha for the whole merge"):
+        bad = _recipe(ZOO_DIR, "regmean_plusplus", parameters={"alpha": [0.5, 0.9]})
+        merge_to_disk(load_recipe(bad), tmp_path / "d", statistics_dir=cache)
+    assert not (tmp_path / "d").exists()

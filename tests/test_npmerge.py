@@ -307,3 +307,78 @@ def test_np_merge_job_holds_out_validation_items_and_records_the_curve(tmp_path:
     kept = dict(record["validation"])[result.best_steps[0]]
     assert kept == min(v for _, v in record["validation"])
     assert len(record["input_validation"]) == 2
+
+
+# --- AdaMerging: task-vector scales learned without labels ---------------------------------
+
+def test_adamerging_task_wise_scales_start_at_0_3_and_lower_the_entropy() -> None:
+    from evomerge.npmerge.learn import entropy, entropy_loss
+
+    base = mlp(0).state_dict()
+    torch.manual_seed(5)
+    fts = [{k: v + 0.3 * torch.randn_like(v) for k, v in base.items()} for _ in range(2)]
+    data = toy_data()
+    # lr ~ 0: the start is base + 0.3 * (d1 + d2), exactly
+    r = np_merge_modules(mlp(9), fts, data, entropy_loss, steps=1, lr=1e-12,
+                         mode="adamerging", base=base, granularity="model")
+    for k, v in r.state_dict.items():
+        torch.testing.assert_close(v, base[k] + 0.3 * (fts[0][k] - base[k])
+                                   + 0.3 * (fts[1][k] - base[k]))
+    assert r.coefficients[0]["0.weight"].shape == (2,)  # one scale per model
+    r = np_merge_modules(mlp(9), fts, data, entropy_loss, steps=80, lr=0.05,
+                         mode="adamerging", base=base, granularity="model")
+    lam = r.coefficients[0]
+    assert all(v.equal(lam["0.weight"]) for v in lam.values())  # shared by every tensor
+    for k, v in r.state_dict.items():  # the merge is the formula with the learned scales
+        expect = base[k] + sum(lam["0.weight"][i] * (fts[i][k] - base[k]) for i in range(2))
+        torch.testing.assert_close(v, expect)
+    net = mlp(9)
+    net.load_state_dict(r.state_dict)
+    with torch.no_grad():
+        after = float(entropy(net(torch.cat([x for x, _ in data]))))
+    assert after < r.losses[0] - 0.05  # the labels were never used; the entropy fell
+    # layer-wise: one scale per model and tensor
+    r = np_merge_modules(mlp(9), fts, data, entropy_loss, steps=5, lr=0.05,
+                         mode="adamerging", base=base, granularity="tensor")
+    assert r.coefficients[0]["0.weight"].shape == (2, 1, 1)
+    assert not r.coefficients[0]["0.weight"].equal(r.coefficients[0]["2.weight"])
+    with pytest.raises(ConfigError, match="granularity model .* needs mode"):
+        np_merge_modules(mlp(9), fts, data, granularity="model")
+
+
+def test_lm_entropy_is_taken_where_the_answer_starts(llama: list[Path]) -> None:
+    """The LM objective reads only the last prompt token's prediction: changing the answer
+    tokens changes nothing."""
+    from transformers import AutoModelForCausalLM
+
+    from evomerge.npmerge.learn import entropy, lm_entropy_loss
+
+    model = AutoModelForCausalLM.from_pretrained(llama[1]).eval()
+    ids = torch.tensor([[5, 9, 13, 2, 7], [4, 8, 3, 6, 0]])
+    labels = torch.tensor([[-100, -100, -100, 2, 7], [-100, -100, 3, 6, -100]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 1, 0]])
+    batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    with torch.no_grad():
+        got = lm_entropy_loss(lambda **kw: model(**kw), batch)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        expect = entropy(torch.stack([logits[0, 2], logits[1, 1]]))
+        other = dict(batch, input_ids=torch.tensor([[5, 9, 13, 11, 11], [4, 8, 12, 12, 0]]))
+        again = lm_entropy_loss(lambda **kw: model(**kw), other)
+    torch.testing.assert_close(got, expect)
+    torch.testing.assert_close(got, again, rtol=1e-5, atol=1e-6)
+
+
+def test_np_merge_job_in_adamerging_mode(tmp_path: Path) -> None:
+    from evomerge.config import load_np_merge_config
+    from evomerge.npmerge.job import np_merge
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    with pytest.raises(ConfigError, match="mode adamerging needs base_model"):
+        load_np_merge_config(np_config(tmp_path, mode="adamerging"))
+    with pytest.raises(ConfigError, match="granularity model .* needs mode"):
+        load_np_merge_config(np_config(tmp_path, granularity="model"))
+    cfg = load_np_merge_config(np_config(tmp_path, mode="adamerging", lr=0.01,
+                                         base_model=str(ZOO_DIR / "base"), test=None))
+    assert cfg.granularity == "tensor"  # layer-wise by default
+    result = np_merge(cfg)
+    assert result.losses[-1] < result.losses[0] and (tmp_path / "merged").is_dir()

@@ -268,16 +268,19 @@ class NPMergeConfig(_Strict):
     """``evomerge np-merge``: learned per-parameter merging of causal LMs."""
 
     models: list[str] = Field(min_length=1)  # full checkpoints (the first is the module)
-    base_model: str | None = None  # needed by mode task_vectors
+    base_model: str | None = None  # needed by modes task_vectors and adamerging
     data: DataConfig  # the items the coefficients are learned on
     test: DataConfig | None = None  # held-out items: inputs and merge scored at the end
     steps: int = Field(default=100, ge=1)  # optimiser steps (per pair in pairwise mode)
     lr: float = Field(default=0.05, gt=0)  # Adam's learning rate on the coefficient logits
     batch_size: int = Field(default=32, ge=1)  # items per step
-    # one coefficient per parameter, per output row, or per tensor
-    granularity: Literal["parameter", "row", "tensor"] = "parameter"
-    # pairwise interpolation in turn, a joint softmax, or scales of the task vectors
-    mode: Literal["pairwise", "softmax", "task_vectors"] = "pairwise"
+    # one coefficient per parameter, per output row, per tensor, or per model (task-vector
+    # modes); default: parameter, and tensor (layer-wise) for adamerging
+    granularity: Literal["parameter", "row", "tensor", "model"] | None = None
+    # pairwise interpolation in turn, a joint softmax, scales of the task vectors learned on
+    # the answers, or AdaMerging: scales learned without labels (prediction entropy)
+    mode: Literal["pairwise", "softmax", "task_vectors", "adamerging"] = "pairwise"
+    init: float | None = None  # task-vector scales' start (task_vectors 1, adamerging 0.3)
     seed: int = 0  # batch order and initialisation
     device: str = "cpu"  # cpu, cuda or cuda:N
     output: str = "np-merged"  # the merged checkpoint's directory
@@ -298,10 +301,19 @@ class NPMergeConfig(_Strict):
         dup = _first_duplicate(self.models)
         if dup is not None:
             raise ValueError(f"model {dup!r} is listed twice in models")
-        if self.mode == "task_vectors" and self.base_model is None:
-            raise ValueError("mode task_vectors needs base_model")
-        if self.mode != "task_vectors" and len(self.models) < 2:
+        vectors = self.mode in ("task_vectors", "adamerging")
+        if vectors and self.base_model is None:
+            raise ValueError(f"mode {self.mode} needs base_model")
+        if not vectors and len(self.models) < 2:
             raise ValueError(f"mode {self.mode} merges at least two models")
+        if self.granularity == "model" and not vectors:
+            raise ValueError("granularity model (one coefficient per model) needs mode "
+                             "task_vectors or adamerging")
+        if self.init is not None and not vectors:
+            raise ValueError("init sets the task-vector scales' start (modes task_vectors "
+                             "and adamerging)")
+        if self.granularity is None:
+            self.granularity = "tensor" if self.mode == "adamerging" else "parameter"
         return self
 
     def resolved(self, base_dir: Path) -> NPMergeConfig:

@@ -112,7 +112,7 @@ def npmerge_plan(sources: Mapping[str, TensorSource], *, device: str, has_base: 
     params, vocab, layers, hidden, _ = _shape_facts(first)
     coefficients = {"parameter": params, "row": sum(int(first.shape(n)[0]) if first.shape(n)
                                                     else 1 for n in names),
-                    "tensor": len(names)}[granularity]
+                    "tensor": len(names), "model": 1}[granularity]
     n_models = len(sources) - (1 if has_base else 0)
     models = (n_models + int(has_base)) * params * 4
     # the coefficients, their gradient, Adam's two moments and the best step's copy

@@ -449,6 +449,6 @@ def _set_layer_count(config: dict[str, Any], n: int, layer_sources: list[int]) -
 def _fits(kind: str, stat: torch.Tensor, tensor: torch.Tensor) -> bool:
     """Whether a statistic still describes the tensor (rows re-aligned to a merged vocabulary
     no longer match their Fisher: the method then averages that tensor)."""
-    if kind == "gram":
+    if kind in ("gram", "gram_pp"):
         return tensor.dim() == 2 and stat.shape == (tensor.shape[1], tensor.shape[1])
     return stat.shape == tensor.shape

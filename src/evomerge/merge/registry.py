@@ -8,7 +8,8 @@ shared by all models. Defaults come from the signature; a parameter without defa
 required. A method that takes ``generator`` is stochastic and receives a seeded
 ``torch.Generator``; one that takes ``kind`` receives the tensor's module kind ("embedding",
 "head", "attention", "mlp", "norm", ...: ``io.naming.module_kind``), for methods that treat
-embeddings differently from linear maps; one that takes ``grams`` or ``fishers`` is
+embeddings differently from linear maps; one that takes ``grams``, ``gram_pps`` or
+``fishers`` is
 data-dependent and receives, per input, that statistic of the tensor (``merge.statistics``:
 RegMean's input Gram matrices, the diagonal Fisher) or None. Adding a method is one
 decorated function in ``merge/methods/``.
@@ -153,7 +154,7 @@ def merge_method(name: str, *, base: BasePolicy, min_models: int = 1,
             if p.name == "kind":
                 wants_kind = True
                 continue
-            if p.name in ("grams", "fishers"):
+            if p.name in ("grams", "fishers", "gram_pps"):
                 statistics = p.name[:-1]
                 continue
             hint = hints[p.name]

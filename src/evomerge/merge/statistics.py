@@ -4,6 +4,8 @@
   the n non-padding tokens (RegMean). Stored under the layer's weight name.
 - ``fisher``: the diagonal empirical Fisher information of every parameter, the mean over
   examples of the squared gradient of the answer's negative log-likelihood (Fisher merging).
+- ``gram_pp``: RegMean++'s Gram matrices, each model's layer inputs computed through the
+  already merged earlier layers (``sequential_grams``): computed for all models at once.
 
 The data is a recipe's ``data:`` block (the same sources np-merge and evaluation use: a zoo
 task, a task file, an lm-eval task; ``limit`` items). Each model's statistics are written as
@@ -28,7 +30,7 @@ from evomerge.errors import ConfigError
 if TYPE_CHECKING:
     from evomerge.recipe import MergeRecipe
 
-KINDS = ("gram", "fisher")
+KINDS = ("gram", "fisher", "gram_pp")
 Batch = Mapping[str, torch.Tensor]
 
 
@@ -74,6 +76,86 @@ def input_grams(module: torch.nn.Module, batches: Iterable[Batch],
         for h in handles:
             h.remove()
     return {k: (v / counts[k]).float() for k, v in sums.items()}
+
+
+def regmean_solve(weights: list[torch.Tensor], grams: list[torch.Tensor], alpha: float
+                  ) -> torch.Tensor:
+    """RegMean's merged weight (sum_i W_i G_i') (sum_i G_i')^+, G' = alpha G + (1 - alpha)
+    diag(G), in float64."""
+    total = torch.zeros_like(grams[0], dtype=torch.float64)
+    target = torch.zeros_like(weights[0], dtype=torch.float64)
+    for w, g in zip(weights, grams, strict=True):
+        g = alpha * g.double() + (1 - alpha) * torch.diag(torch.diagonal(g.double()))
+        total += g
+        target += w.double() @ g
+    return (target @ torch.linalg.pinv(total, hermitian=True)).to(weights[0].dtype)
+
+
+def sequential_grams(module: torch.nn.Module, states: list[Mapping[str, torch.Tensor]],
+                     batches: list[list[Batch]], alpha: float,
+                     forward: Callable[[torch.nn.Module, Batch], Any] = _call
+                     ) -> list[dict[str, torch.Tensor]]:
+    """RegMean++'s Gram matrices: each model's inputs to a layer's linear maps are computed
+    through the already merged earlier layers (RegMean merges layer by layer, in forward
+    order), and through the model's own weights from that layer on. Layers are the groups of
+    ``nn.Linear`` sharing a transformer layer index (q, k, v, o and the MLP of one block), or
+    each linear alone elsewhere. Everything that is not a linear weight is averaged, as
+    RegMean does; returns per model the Gram matrices by weight name."""
+    from evomerge.io.naming import layer_index
+
+    leaves = [(n, m) for n, m in module.named_modules() if not list(m.children())]
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda _m, _a, n=n: order.append(n))
+             for n, m in leaves]
+    try:
+        with torch.no_grad():
+            forward(module, batches[0][0])
+    finally:
+        for h in hooks:
+            h.remove()
+    first_use = {}
+    for n in order:
+        first_use.setdefault(n, len(first_use))
+    linear = [n for n, m in leaves if isinstance(m, torch.nn.Linear) and n in first_use]
+    groups: dict[str, list[str]] = {}
+    for n in sorted(linear, key=first_use.__getitem__):
+        idx = layer_index(f"{n}.weight")
+        groups.setdefault(n if idx is None else f"layer {idx}", []).append(n)
+    names = [n for n, _ in module.named_parameters()]
+    owner = {n: n.rsplit(".", 1)[0] if "." in n else "" for n in names}
+    merged = {n: torch.stack([s[n].float() for s in states]).mean(0) for n in names}
+    out: list[dict[str, torch.Tensor]] = [{} for _ in states]
+    for members in groups.values():
+        start = min(first_use[n] for n in members)
+        for i, state in enumerate(states):
+            params = {n: merged[n] if first_use.get(owner[n], -1) < start else state[n].float()
+                      for n in names}
+            grams = input_grams(_Functional(module, params), batches[i], forward)
+            for n in members:
+                out[i][f"{n}.weight"] = grams[f"{n}.weight"]
+        for n in members:
+            key = f"{n}.weight"
+            merged[key] = regmean_solve([s[key].float() for s in states],
+                                        [g[key] for g in out], alpha)
+    return out
+
+
+class _Functional(torch.nn.Module):
+    """``module`` called with other parameter values (``torch.func.functional_call``),
+    keeping its submodules (and their hooks) and names."""
+
+    def __init__(self, module: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
+        super().__init__()
+        self.inner = module
+        self.params = params
+
+    def named_modules(self, *args: Any, **kwargs: Any) -> Any:  # the inner module's names
+        return self.inner.named_modules(*args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.func import functional_call
+
+        return functional_call(self.inner, self.params, args, kwargs)
 
 
 def diagonal_fisher(module: torch.nn.Module, batches: Iterable[Batch],
@@ -163,10 +245,24 @@ def for_recipe(recipe: MergeRecipe, cache: Path | None = None,
     """The statistics ``recipe`` needs (computed where the cache lacks them), or None."""
     files = {}
     for kind, models in needed(recipe).items():
+        if kind == "gram_pp":  # one joint computation over the models
+            files.update(prepare_joint(sorted(models), {m: data_of(recipe, m) for m in models},
+                                       _alpha(recipe), cache or default_cache(), device, log))
+            continue
         for model in sorted(models):
             files[(kind, model)] = prepare(kind, model, data_of(recipe, model),
                                            cache or default_cache(), device, log)
     return Statistics(files) if files else None
+
+
+def _alpha(recipe: MergeRecipe) -> float:
+    """RegMean++'s alpha: one number for the whole merge (its earlier layers are merged
+    while the statistics are computed)."""
+    value = (recipe.parameters or {}).get("alpha", 0.9)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError("regmean_plusplus takes one alpha for the whole merge (a number), "
+                          "not a list or per-layer values")
+    return float(value)
 
 
 def cache_key(kind: str, model: str, data: dict[str, Any]) -> str:
@@ -185,39 +281,16 @@ def cache_key(kind: str, model: str, data: dict[str, Any]) -> str:
 def compute(kind: str, model: str, data: dict[str, Any], batch_size: int = 8,
             device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
     """``kind`` statistics of ``model`` on the items of the ``data`` block."""
-    from evomerge.config import DataConfig
-    from evomerge.eval.answer_batches import encode_answers
-    from evomerge.eval.sources.base import load_data
     from evomerge.io.hf import load_causal_lm
-    from evomerge.io.lora import input_dirs
 
-    task = load_data(DataConfig.model_validate(data), "data")
     net = load_causal_lm(model).to(device).eval().requires_grad_(kind == "fisher")
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(input_dirs(model)[0])
-    if tok.pad_token_id is None:
-        tok.pad_token = tok.eos_token
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
-
-    def batches() -> Iterable[Batch]:
-        for i in range(0, len(pairs), batch_size):
-            ids, mask, labels = encode_answers(tok, pairs[i:i + batch_size])
-            yield {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-                   "labels": labels.to(device)}
-
+    batches = _batches(model, data, batch_size, device)
     if kind == "gram":
-        return input_grams(net, batches())
-    return diagonal_fisher(net, batches(), answer_nll)
+        return input_grams(net, batches)
+    return diagonal_fisher(net, batches, answer_nll)
 
 
-def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
-            device: str | torch.device = "cpu",
-            log: Callable[[str], None] | None = None) -> Path:
-    """The file of ``model``'s ``kind`` statistics on ``data``, computed if the cache lacks
-    it (written atomically: a kill leaves no half file)."""
-    from safetensors.torch import save_file
-
+def _validated(data: dict[str, Any] | None, model: str, kind: str) -> dict[str, Any]:
     from evomerge.config import DataConfig
 
     if data is None:
@@ -229,6 +302,84 @@ def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
     except Exception as exc:  # pydantic's message, on one line
         lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
         raise ConfigError(f"data: {lines[-1] if lines else exc}") from None
+    return data
+
+
+def _save(stats: Mapping[str, torch.Tensor], path: Path, meta: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_file({k: v.contiguous().cpu() for k, v in stats.items()}, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def prepare_joint(models: list[str], data: dict[str, dict[str, Any] | None], alpha: float,
+                  cache: Path, device: str | torch.device = "cpu",
+                  log: Callable[[str], None] | None = None) -> dict[tuple[str, str], Path]:
+    """RegMean++'s statistics of all ``models`` (one file each), computed together where the
+    cache lacks any; the key covers every model, its data and alpha."""
+    for m in models:
+        _validated(data[m], m, "gram_pp")
+    joint = hashlib.sha256(json.dumps({"alpha": alpha, "models": [
+        cache_key("gram_pp", m, data[m] or {}) for m in models]}).encode()).hexdigest()[:20]
+    cache.mkdir(parents=True, exist_ok=True)
+    paths = {("gram_pp", m): cache / f"gram_pp-{Path(m.split('+')[-1]).name}-{joint}"
+                                     ".safetensors" for m in models}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    if log is not None:
+        log(f"computing RegMean++ statistics of {len(models)} models")
+    for m, stats in zip(models, compute_joint(models, data, alpha, device=device),
+                        strict=True):
+        _save(stats, paths[("gram_pp", m)], {"model": m, "kind": "gram_pp",
+                                              "alpha": str(alpha)})
+    return paths
+
+
+def compute_joint(models: list[str], data: dict[str, dict[str, Any] | None], alpha: float,
+                  batch_size: int = 8, device: str | torch.device = "cpu"
+                  ) -> list[dict[str, torch.Tensor]]:
+    """``sequential_grams`` of causal LMs, each on its own ``data`` block's items."""
+    from evomerge.io.hf import load_causal_lm
+
+    nets = [load_causal_lm(m) for m in models]
+    states = [{k: v.to(device) for k, v in net.state_dict().items()} for net in nets]
+    module = nets[0].to(device).eval()
+    batches = [list(_batches(m, data[m] or {}, batch_size, device)) for m in models]
+    return sequential_grams(module, states, batches, alpha)
+
+
+def _batches(model: str, data: dict[str, Any], batch_size: int, device: str | torch.device
+             ) -> Iterable[Batch]:
+    """The items of ``data`` as (prompt, answer) batches in ``model``'s tokenizer."""
+    from transformers import AutoTokenizer
+
+    from evomerge.config import DataConfig
+    from evomerge.eval.answer_batches import encode_answers
+    from evomerge.eval.sources.base import load_data
+    from evomerge.io.lora import input_dirs
+
+    task = load_data(DataConfig.model_validate(data), "data")
+    tok = AutoTokenizer.from_pretrained(input_dirs(model)[0])
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
+    for i in range(0, len(pairs), batch_size):
+        ids, mask, labels = encode_answers(tok, pairs[i:i + batch_size])
+        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device),
+               "labels": labels.to(device)}
+
+
+def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
+            device: str | torch.device = "cpu",
+            log: Callable[[str], None] | None = None) -> Path:
+    """The file of ``model``'s ``kind`` statistics on ``data``, computed if the cache lacks
+    it (written atomically: a kill leaves no half file)."""
+    data = _validated(data, model, kind)
     cache.mkdir(parents=True, exist_ok=True)
     name = Path(model.split("+")[-1]).name or "model"
     path = cache / f"{kind}-{name}-{cache_key(kind, model, data)}.safetensors"
@@ -236,13 +387,6 @@ def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
         return path
     if log is not None:
         log(f"computing {kind} statistics of {model} ({path.name})")
-    stats = compute(kind, model, data, device=device)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file({k: v.contiguous().cpu() for k, v in stats.items()}, str(tmp),
-                  metadata={"model": model, "kind": kind, "data": json.dumps(data)})
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+    _save(compute(kind, model, data, device=device), path,
+          {"model": model, "kind": kind, "data": json.dumps(data)})
     return path

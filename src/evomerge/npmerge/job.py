@@ -31,7 +31,7 @@ from evomerge.io.outdir import ensure_space, output_dir, write_error
 from evomerge.io.writer import prepare_output
 from evomerge.memory import available, check_fits, longest_sequence, npmerge_plan
 from evomerge.merge.vocab import aligned_inputs, load_aligned_model
-from evomerge.npmerge.learn import Progress, lm_loss, np_merge_modules
+from evomerge.npmerge.learn import Progress, lm_entropy_loss, lm_loss, np_merge_modules
 
 
 @dataclass
@@ -121,22 +121,27 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
         # the first model is also the module the merge runs through and is written from:
         # its weights are replaced only once the merge is computed
         model = models[0]
-        log(f"NP Merge of {len(config.models)} models on {len(train_task.items)} items, "
+        what = "AdaMerging" if config.mode == "adamerging" else "NP Merge"
+        log(f"{what} of {len(config.models)} models on {len(train_task.items)} items, "
             f"{config.steps} steps" + (f", checked on {len(val_task.items)} held-out items"
                                        if val_task is not None else ""))
+        # AdaMerging learns from the inputs alone (its answers only locate where they
+        # start); the other modes from the answers' likelihood
+        loss = lm_entropy_loss if config.mode == "adamerging" else lm_loss
         validate = None
         if val_task is not None:
             batches = list(_encoded(tok, val_task, list(val_task.items), config.batch_size))
 
             def validate(forward: Any) -> float:
-                total = sum(float(lm_loss(forward, {k: v.to(dev) for k, v in b.items()}))
+                total = sum(float(loss(forward, {k: v.to(dev) for k, v in b.items()}))
                             * len(b["input_ids"]) for b in batches)
                 return total / len(val_task.items)
 
         result = np_merge_modules(model, states, _batches(tok, train_task, config.batch_size,
                                                           config.seed),
-                                  lm_loss, steps=config.steps, lr=config.lr,
+                                  loss, steps=config.steps, lr=config.lr,
                                   granularity=config.granularity, mode=config.mode,
+                                  init=config.init,
                                   device=dev, base=base, progress=progress,
                                   validate=validate, eval_every=config.eval_every,
                                   patience=config.patience)

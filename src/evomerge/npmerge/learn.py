@@ -12,6 +12,12 @@ W = W_base + sum_k lambda_k * (W_k - W_base) with one unconstrained lambda per p
 model, starting at 1 (task arithmetic), so the merge can leave the segment between the
 endpoints, as task arithmetic does.
 
+``mode="adamerging"`` (AdaMerging, Yang et al., ICLR 2024): the same form, the scales
+starting at ``init`` (0.3 in the paper) and learned without labels, by minimising the
+entropy of the merged model's predictions on unlabeled inputs (``entropy_loss``,
+``lm_entropy_loss``); ``granularity="model"`` is task-wise AdaMerging (one scale per model),
+``"tensor"`` layer-wise (one per model and parameter tensor, as the paper's code).
+
 Memory per step, beyond the K endpoints: the coefficients, their gradient and Adam's two
 moments (4 x the model size at ``granularity="parameter"``; per output row or per tensor
 they are negligible), plus the merged weights and their gradient (2 x the model size) and the
@@ -29,8 +35,8 @@ from torch.func import functional_call
 
 from evomerge.errors import ConfigError, ModelError
 
-Granularity = Literal["parameter", "row", "tensor"]
-Mode = Literal["pairwise", "softmax", "task_vectors"]
+Granularity = Literal["parameter", "row", "tensor", "model"]
+Mode = Literal["pairwise", "softmax", "task_vectors", "adamerging"]
 Forward = Callable[..., Any]
 LossFn = Callable[[Forward, Any], torch.Tensor]
 Progress = Callable[[int, int, float], None]  # step, total steps, loss
@@ -48,14 +54,41 @@ def lm_loss(forward: Forward, batch: Mapping[str, torch.Tensor]) -> torch.Tensor
     return forward(**batch).loss
 
 
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy of the softmax of ``logits`` over the last axis."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(-1).mean()
+
+
+def entropy_loss(forward: Forward, batch: Any) -> torch.Tensor:
+    """AdaMerging's objective for a classifier: the entropy of ``forward(x)``; labels in a
+    ``(x, y)`` batch are ignored."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    return entropy(forward(x))
+
+
+def lm_entropy_loss(forward: Forward, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """AdaMerging's objective for a causal LM: the entropy of the next-token distribution
+    where the answer starts (the last prompt token), which no answer token influences: the
+    answers in ``labels`` only locate that position."""
+    labels = batch["labels"]
+    first = (labels != -100).int().argmax(dim=1)  # the first answer token
+    logits = forward(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                     ).logits
+    rows = torch.arange(len(first), device=logits.device)
+    return entropy(logits[rows, (first - 1).clamp(min=0)])
+
+
 def coefficient_shape(shape: torch.Size, granularity: Granularity) -> tuple[int, ...]:
+    if granularity == "model":
+        return ()
     if granularity == "parameter" or len(shape) == 0:
         return tuple(shape)
     if granularity == "row":
         return (shape[0],) + (1,) * (len(shape) - 1)
     if granularity == "tensor":
         return (1,) * len(shape)
-    raise ConfigError(f"unknown granularity {granularity!r} (parameter, row, tensor)")
+    raise ConfigError(f"unknown granularity {granularity!r} (parameter, row, tensor, model)")
 
 
 @dataclass
@@ -107,7 +140,8 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
                      base: Mapping[str, torch.Tensor] | None = None,
                      progress: Progress | None = None,
                      validate: Callable[[Forward], float] | None = None,
-                     eval_every: int = 10, patience: int | None = None) -> NPMergeResult:
+                     eval_every: int = 10, patience: int | None = None,
+                     init: float | None = None) -> NPMergeResult:
     """Merge the state dicts ``states`` (same architecture as ``module``, aligned first when
     trained from different initialisations) with coefficients learned on ``batches``.
 
@@ -119,10 +153,14 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
     ``validate(forward)`` gives a held-out loss: it is checked before training and every
     ``eval_every`` steps, training stops after ``patience`` checks without a lower one, and
     the coefficients of the lowest are kept (a merge that only overfits its few training
-    items keeps its start)."""
-    if mode == "task_vectors":
+    items keeps its start). ``init``: the task-vector scales' start (task_vectors: 1,
+    adamerging: 0.3)."""
+    if granularity == "model" and mode not in ("task_vectors", "adamerging"):
+        raise ConfigError("granularity model (one coefficient per model) needs mode "
+                          "task_vectors or adamerging")
+    if mode in ("task_vectors", "adamerging"):
         if base is None:
-            raise ConfigError("mode task_vectors needs the base model's weights")
+            raise ConfigError(f"mode {mode} needs the base model's weights")
     elif len(states) < 2:
         raise ConfigError("NP Merge needs at least two models")
     if steps < 1 or lr <= 0:
@@ -167,7 +205,8 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
 
     def train(logits: dict[str, torch.Tensor],
               combine: Callable[[str, torch.Tensor], torch.Tensor]) -> None:
-        opt = torch.optim.Adam(list(logits.values()), lr=lr)
+        unique = list({id(p): p for p in logits.values()}.values())  # shared (model) once
+        opt = torch.optim.Adam(unique, lr=lr)
 
         def check(step: int) -> float:
             with torch.no_grad():
@@ -233,13 +272,18 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
         with torch.no_grad():
             merged = {n: joint(n, logits[n]) for n in names}
         coefficients.append({n: torch.softmax(p.detach(), 0).cpu() for n, p in logits.items()})
-    elif mode == "task_vectors":
+    elif mode in ("task_vectors", "adamerging"):
         assert base is not None
         k = len(tensors)
+        start = init if init is not None else (1.0 if mode == "task_vectors" else 0.3)
         b = {n: base[n].detach().to(dev, torch.float32) for n in names}
         deltas = [{n: t[n] - b[n] for n in names} for t in tensors]
-        logits = {n: torch.ones((k, *coefficient_shape(b[n].shape, granularity)),
-                                device=dev, requires_grad=True) for n in names}
+        if granularity == "model":  # one scale per model, shared by every tensor
+            shared = torch.full((k,), start, device=dev, requires_grad=True)
+            logits = dict.fromkeys(names, shared)
+        else:
+            logits = {n: torch.full((k, *coefficient_shape(b[n].shape, granularity)), start,
+                                    device=dev, requires_grad=True) for n in names}
 
         def scaled(n: str, p: torch.Tensor) -> torch.Tensor:
             return b[n] + sum(p[i] * deltas[i][n] for i in range(k))  # type: ignore[return-value]
@@ -249,7 +293,8 @@ def np_merge_modules(module: torch.nn.Module, states: Sequence[Mapping[str, torc
             merged = {n: scaled(n, logits[n]) for n in names}
         coefficients.append({n: p.detach().cpu() for n, p in logits.items()})
     else:
-        raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax, task_vectors)")
+        raise ConfigError(f"unknown mode {mode!r} (pairwise, softmax, task_vectors, "
+                          "adamerging)")
     state = {n: merged[n].detach().to("cpu", states[0][n].dtype) for n in names}
     state.update({n: b.detach().cpu() for n, b in buffers.items()})
     return NPMergeResult(state, coefficients, losses, validation, best_steps, inputs_val)
