@@ -40,14 +40,14 @@ def _genes(run_dir: Path) -> list[Any]:
     from evomerge.config import load_config
     from evomerge.io.checkpoint import Checkpoint
     from evomerge.io.naming import group_filters, num_layers_of
-    from evomerge.spaces import SPACES, SpaceInputs
+    from evomerge.spaces import SpaceInputs, build_space
 
     cfg = load_config(run_dir / "config.yaml")
     base = Checkpoint(cfg.base_model)
     inputs = SpaceInputs(cfg.merge_method, list(cfg.models), cfg.base_model,
                          num_layers_of(base.config, base.names()), group_filters(base.names()),
                          data=cfg.statistics_data())
-    return SPACES.get(cfg.space.type).build(cfg.space, inputs).genes
+    return build_space(cfg.space, inputs).genes
 
 
 class Mirror:

@@ -50,7 +50,7 @@ from evomerge.run.finish import EvolveResult, finish
 from evomerge.run.resume import check_resume, write_run_info
 from evomerge.run.search import Search, TaskState
 from evomerge.run.store import LOCK_FILE, RECORD_FILE, RunLock, RunStore
-from evomerge.spaces import SPACES, SearchSpace, SpaceInputs
+from evomerge.spaces import SearchSpace, SpaceInputs, build_space
 
 __all__ = ["EvolveResult", "Runner", "evolve", "model_recipe"]
 
@@ -76,7 +76,7 @@ class Runner:
         inputs = SpaceInputs(config.merge_method, list(config.models), config.base_model,
                              num_layers_of(base.config, base.names()), group_filters(base.names()),
                              data=config.statistics_data())
-        self.space: SearchSpace = SPACES.get(config.space.type).build(config.space, inputs)
+        self.space: SearchSpace = build_space(config.space, inputs)
         wanting = [m for m in [config.merge_method, *getattr(config.space, "methods", [])]
                    if get_method(m).statistics]
         if wanting and config.data is None:

@@ -269,3 +269,11 @@ def short_name(path: str) -> str:
 
 
 SPACES: Registry[type[SearchSpace]] = Registry("space", "evomerge.spaces")
+
+
+def build_space(options: Any, inputs: SpaceInputs) -> SearchSpace:
+    """The space named by ``options.type`` for one job; its recipes carry ``inputs.data``
+    (data-dependent methods' statistics data)."""
+    space = SPACES.get(options.type).build(options, inputs)
+    space.data = inputs.data
+    return space

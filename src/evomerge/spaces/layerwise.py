@@ -40,12 +40,10 @@ class LayerwiseSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: LayerwiseOptions, inputs: SpaceInputs) -> LayerwiseSpace:
-        space = cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
-                    options.layer_granularity, tuple(options.modules), grid=options.grid,
-                    parameters=options.parameters, filters=inputs.filters,
-                    search=options.search, bounds=options.all_bounds())
-        space.data = inputs.data
-        return space
+        return cls(inputs.method, inputs.models, inputs.base, inputs.num_layers,
+                   options.layer_granularity, tuple(options.modules), grid=options.grid,
+                   parameters=options.parameters, filters=inputs.filters,
+                   search=options.search, bounds=options.all_bounds())
 
     def __init__(self, method: str, models: list[str], base: str | None, num_layers: int,
                  layer_granularity: int = 1, modules: tuple[str, ...] = ("attention", "mlp",

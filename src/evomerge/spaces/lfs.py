@@ -72,12 +72,10 @@ class LFSSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: LFSOptions, inputs: SpaceInputs) -> LFSSpace:
-        space = cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
-                    weight=options.weight, density=options.density, filters=inputs.filters,
-                    methods=tuple(options.methods), search=options.search,
-                    bounds=options.bounds)
-        space.data = inputs.data
-        return space
+        return cls(inputs.models, inputs.base, inputs.num_layers, options.layer_granularity,
+                   weight=options.weight, density=options.density, filters=inputs.filters,
+                   methods=tuple(options.methods), search=options.search,
+                   bounds=options.bounds)
 
     def __init__(self, models: list[str], base: str, num_layers: int,
                  layer_granularity: int = 1, weight: tuple[float, float] = (0.0, 1.0),

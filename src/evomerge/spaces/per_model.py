@@ -43,11 +43,9 @@ class PerModelSpace(SearchSpace):
 
     @classmethod
     def build(cls, options: PerModelOptions, inputs: SpaceInputs) -> PerModelSpace:
-        space = cls(inputs.method, inputs.models, inputs.base, grid=options.grid,
-                    parameters=options.parameters, search=options.search,
-                    bounds=options.all_bounds())
-        space.data = inputs.data
-        return space
+        return cls(inputs.method, inputs.models, inputs.base, grid=options.grid,
+                   parameters=options.parameters, search=options.search,
+                   bounds=options.all_bounds())
 
     def __init__(self, method: str, models: list[str], base: str | None = None,
                  weight: tuple[float, float] = (0.0, 1.0),
