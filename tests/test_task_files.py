@@ -145,3 +145,40 @@ def test_search_and_test_splits_of_one_datasets_directory(tmp_path: Path) -> Non
         ("Q: v0 A:", "0"), ("Q: v1 A:", "1"), ("Q: v2 A:", "2")]
     assert [(it.prompt, it.answer) for it in test.items] == [("Q: t0 A:", "0"),
                                                              ("Q: t1 A:", "1")]
+
+
+def test_hub_datasets_by_name(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``hf:OWNER/NAME`` goes to datasets.load_dataset with the configuration and split
+    (the Hub itself cannot be reached here, so its answer is a local Dataset), and the usual
+    field mapping applies; offline or unknown names are one line."""
+    import datasets
+
+    from evomerge.errors import ConfigError
+    from evomerge.eval.tasks import load_task
+
+    calls = []
+
+    def fake(name: str, config: str | None = None, split: str | None = None) -> object:
+        calls.append((name, config, split))
+        return datasets.Dataset.from_list([{"question": "2+2?", "solution": "4"},
+                                           {"question": "3+3?", "solution": "6"}])
+
+    with monkeypatch.context() as m:
+        m.setattr(datasets, "load_dataset", fake)
+        task = load_task("hf:openai/gsm8k", dataset_config="main", split="test",
+                         prompt_template="Q: {{question}}\nA:", answer_field="solution")
+    assert calls == [("openai/gsm8k", "main", "test")]
+    assert [(it.prompt, it.answer) for it in task.items] == [("Q: 2+2?\nA:", "4"),
+                                                            ("Q: 3+3?\nA:", "6")]
+    assert task.name == "gsm8k"
+    with pytest.raises(ConfigError, match="choose its split with the option split"):
+        load_task("hf:openai/gsm8k")
+    # the real library, offline: one line that says what to do
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ConfigError) as info:
+        load_task("hf:nobody/no-such-dataset", split="train")
+    message = str(info.value)
+    assert "\n" not in message and "could not load split 'train'" in message
+    assert "save_to_disk" in message

@@ -149,14 +149,16 @@ TASK_OPTIONS = {"kind", "max_new_tokens", "stop", "extract", "regex", "language"
                 "fewshot_delimiter", "chat", "system"}
 FIELD_OPTIONS = {"id_field", "prompt_field", "answer_field", "choices_field",
                  "prompt_template", "answer_template", "split", "search_split",
-                 "test_split"}
+                 "test_split", "dataset_config"}
+HUB = "hf:"  # a Hugging Face Hub dataset instead of a path: hf:openai/gsm8k
 
 
 def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id",
               prompt_field: str = "prompt", answer_field: str = "answer",
               choices_field: str = "choices", prompt_template: str | None = None,
               answer_template: str | None = None, split: str | None = None,
-              fewshot_from: str | Path | None = None, **options: Any) -> Task:
+              fewshot_from: str | Path | None = None, dataset_config: str | None = None,
+              **options: Any) -> Task:
     """A task from a JSONL, CSV/TSV or Parquet file, or a local HF ``datasets`` directory
     (``split`` picks one split of a saved ``DatasetDict``).
 
@@ -165,14 +167,20 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
     {{question}}\nA:"``, lm-eval's ``doc_to_text`` style); ids default to the row number; a
     ``choices`` list makes the task multiple choice (the answer may be the choice text or its
     index); every other field becomes metadata (language, subject, split, ...).
+
+    ``hf:OWNER/NAME`` loads a Hub dataset with ``datasets.load_dataset`` (its configuration
+    in the option ``dataset_config``, one ``split``); it needs the network or the dataset in
+    the local Hugging Face cache.
     """
+    hub = str(path).startswith(HUB)
     p = Path(path)
-    if not p.exists():
+    if not hub and not p.exists():
         raise ConfigError(f"task file {p} does not exist")
     prompt_of = _field_or_template(prompt_field, prompt_template, "prompt_template")
     answer_of = _field_or_template(answer_field, answer_template, "answer_template")
     options = task_options(options, f"task file {p}", TASK_OPTIONS | FIELD_OPTIONS)
-    records = list(_read_records(p, split))
+    records = (list(_hub_records(str(path)[len(HUB):], dataset_config, split)) if hub
+               else list(_read_records(p, split)))
     if not records:
         raise ConfigError(f"task file {p} has no records")
     items = []
@@ -257,6 +265,26 @@ def _field_or_template(field: str, template: str | None, what: str) -> Any:
     except jinja2.TemplateError as exc:
         raise ConfigError(f"{what} {template!r} is not a valid template: {exc}") from None
     return lambda rec: compiled.render(**rec)
+
+
+def _hub_records(name: str, config: str | None, split: str | None
+                 ) -> Iterable[dict[str, Any]]:
+    """The rows of one split of a Hugging Face Hub dataset (network or local HF cache)."""
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets ships with the test extra
+        raise ConfigError(f"hf:{name}: Hub datasets need `pip install datasets`") from None
+    if split is None:
+        raise ConfigError(f"hf:{name}: choose its split with the option split (or "
+                          "search_split / test_split)")
+    try:
+        ds = datasets.load_dataset(name, config, split=split)
+    except Exception as exc:  # no network, unknown name or config, missing split
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"hf:{name}: could not load split {split!r} from the Hugging Face "
+                          f"Hub ({first}); offline, save it once with datasets' save_to_disk "
+                          "and name that directory instead") from None
+    yield from ds
 
 
 def _read_records(p: Path, split: str | None = None) -> Iterable[dict[str, Any]]:
