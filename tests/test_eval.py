@@ -169,3 +169,51 @@ def test_packed_choice_scores_equal_one_unpadded_row_per_choice(llama: list[Path
     np.testing.assert_allclose(np.concatenate(rows), np.concatenate(expected), atol=1e-4)
     assert ev._packed_ok()
     assert (ev(task).outputs == Evaluator(model, tok, packed=False)(task).outputs)
+
+
+def test_out_of_device_memory_halves_the_batch_and_keeps_the_answers(trained) -> None:  # noqa: ANN001
+    """A device that runs out of memory above 3 rows per forward pass (raised as CUDA would:
+    no CUDA here): the evaluator halves its batch until it fits, with the same answers as a
+    batch size that fits from the start; one that fails even one row at a time is one line."""
+    from evomerge.errors import EvomergeError
+
+    model, tok, task = trained
+    expected = evaluate(model, tok, task, batch_size=2, method="generate")
+
+    def oom_above(limit: int):  # noqa: ANN202
+        def hook(_module: object, args: tuple, kwargs: dict) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            if ids is not None and ids.shape[0] > limit:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return model.register_forward_pre_hook(hook, with_kwargs=True)
+
+    handle = oom_above(3)
+    try:
+        ev = Evaluator(model, tok, batch_size=16)
+        got = ev(task, method="generate")
+    finally:
+        handle.remove()
+    assert got.outputs == expected.outputs
+    assert ev.batch_size == 2 and ev.notes == [
+        "out of device memory: batch size lowered to 8",
+        "out of device memory: batch size lowered to 4",
+        "out of device memory: batch size lowered to 2"]
+    handle = oom_above(0)
+    try:
+        with pytest.raises(EvomergeError, match="runs out of device memory even one item"):
+            Evaluator(model, tok, batch_size=4)(task, method="generate")
+    finally:
+        handle.remove()
+
+
+def test_auto_batch_size_fills_the_free_memory() -> None:
+    from evomerge.memory import MemoryPlan, auto_batch_size
+
+    at_one = MemoryPlan("cpu", {"host": {"runtime": 500, "live model": 1000, "evaluation": 100}})
+    assert auto_batch_size(at_one, 10_000) == (9_000 - 1_500) // 100  # 75
+    assert auto_batch_size(at_one, 10**9) == 256  # capped
+    assert auto_batch_size(at_one, 1_000) == 1  # never below one
+    assert auto_batch_size(at_one, None) == 64  # free memory unknown
+    on_gpu = MemoryPlan("cuda", {"device": {"live model": 2000, "evaluation": 300},
+                                 "host": {"runtime": 10**9}})
+    assert auto_batch_size(on_gpu, 20_000) == (18_000 - 2_000) // 300

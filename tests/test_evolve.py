@@ -338,3 +338,20 @@ def test_a_search_over_a_data_dependent_method_computes_statistics_once(
         evolve(load_config(config(tiny_zoo, tmp_path / "run2", merge_method="fisher",
                                   space=space)))
     assert not (tmp_path / "run2").exists()
+
+
+def test_batch_size_auto_is_resolved_from_the_memory_plan(tiny_zoo: Path, tmp_path: Path
+                                                          ) -> None:
+    """batch_size: auto becomes the largest batch the plan fits (here the cap, 256) before
+    the workers start; the search records the same answers as that batch size given."""
+    lines: list[str] = []
+    small = {"optimizer": {"name": "random", "pop_size": 3, "generations": 1},
+             "fitness": {"subset_size": 8, "estimator": "mean", "calibration_merges": 0}}
+    evolve(load_config(config(tiny_zoo, tmp_path / "auto", batch_size="auto", **small)),
+           log=lines.append)
+    assert "batch_size auto: 256 items per forward pass" in lines
+    evolve(load_config(config(tiny_zoo, tmp_path / "fixed", batch_size=256, **small)))
+    auto, fixed = records(tmp_path / "auto"), records(tmp_path / "fixed")
+    assert [r["tasks"] for r in auto] == [r["tasks"] for r in fixed]
+    with pytest.raises(EvomergeError, match="batch_size"):
+        load_config(config(tiny_zoo, tmp_path / "bad", batch_size="max"))

@@ -219,7 +219,9 @@ class EvolveConfig(_Strict):
     memory_check: bool = True
     # where candidates are evaluated: this process, or Ray actors; options below
     backend: _component("backend", "name", "local")  # type: ignore[valid-type]
-    batch_size: int = Field(default=64, ge=1)  # evaluation items per forward pass
+    # evaluation items per forward pass; auto: the largest the memory plan fits (at most
+    # 256), and on CUDA any batch that still runs out of memory is halved and retried
+    batch_size: Annotated[int, Field(ge=1)] | Literal["auto"] = 64
     run_dir: str = "runs/evolve"  # the record, report, plots and best/ (resumable)
     write_best: bool = True  # write the answer as a checkpoint in run_dir/best
     final: FinalConfig = FinalConfig()  # the honest final choice

@@ -173,6 +173,19 @@ def available(device: str) -> int | None:
         return None
 
 
+def auto_batch_size(at_one: MemoryPlan, free: int | None, cap: int = 256,
+                    headroom: float = 0.9) -> int:
+    """The largest evaluation batch (at most ``cap``) whose plan fits ``headroom`` of the
+    ``free`` bytes where evaluation runs, from the plan at batch size 1; 64 when the free
+    memory cannot be told."""
+    place = "host" if at_one.device.startswith("cpu") else "device"
+    per_item = at_one.parts[place]["evaluation"]
+    if free is None or per_item <= 0:
+        return min(cap, 64)
+    rest = at_one.total(place) - per_item
+    return max(1, min(cap, int((free * headroom - rest) // per_item)))
+
+
 def check_fits(plan: MemoryPlan, alternatives: Mapping[str, MemoryPlan],
                free: Mapping[str, int | None]) -> None:
     """A one-line error when a place's plan exceeds what it has free, naming the settings

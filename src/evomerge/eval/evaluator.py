@@ -17,7 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, EvomergeError
 from evomerge.eval.extract import get_rule, matches
 from evomerge.eval.prompts import render
 from evomerge.eval.tasks import Item, Task
@@ -67,6 +67,7 @@ class Evaluator:
         self._prompts: dict[tuple[str, str], list[int]] = {}
         self._answers: dict[tuple[str, str], list[int]] = {}
         self._stop_ids: dict[tuple[str, ...], set[int]] = {}
+        self.notes: list[str] = []  # what was adapted on the way (a lowered batch size)
 
     @property
     def device(self) -> torch.device:
@@ -75,6 +76,26 @@ class Evaluator:
     # -- public ----------------------------------------------------------------------------
     def __call__(self, task: Task, item_ids: Sequence[str] | None = None,
                  method: Method = "auto") -> EvalResult:
+        """The task's items scored; a batch that runs out of device memory halves the batch
+        size (and the token budget) and the call starts again, down to one item."""
+        while True:
+            try:
+                return self._evaluate(task, item_ids, method)
+            except torch.cuda.OutOfMemoryError:  # what CUDA raises (an OutOfMemoryError)
+                if self.batch_size <= 1:
+                    raise EvomergeError(
+                        f"evaluating {task.name!r} runs out of device memory even one item "
+                        "at a time: use a larger device, dtype: bfloat16 or offload: true"
+                    ) from None
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self.batch_size = max(1, self.batch_size // 2)
+                self.max_batch_tokens = max(1, self.max_batch_tokens // 2)
+                self.notes.append(f"out of device memory: batch size lowered to "
+                                  f"{self.batch_size}")
+
+    def _evaluate(self, task: Task, item_ids: Sequence[str] | None,
+                  method: Method) -> EvalResult:
         items = list(task.subset(item_ids).items) if item_ids is not None else list(task.items)
         if task.kind == "multiple_choice":
             correct, outputs = self._multiple_choice(task, items)

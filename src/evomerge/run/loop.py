@@ -39,7 +39,14 @@ from evomerge.io.outdir import (
     make_parents,
     write_marker,
 )
-from evomerge.memory import MemoryPlan, available, check_fits, longest_sequence, search_plan
+from evomerge.memory import (
+    MemoryPlan,
+    auto_batch_size,
+    available,
+    check_fits,
+    longest_sequence,
+    search_plan,
+)
 from evomerge.merge.registry import get_method
 from evomerge.merge.vocab import aligned_inputs
 from evomerge.optim import OPTIMIZERS, SearchContext
@@ -93,7 +100,7 @@ class Runner:
         self.optimizer_cls.check(config.optimizer, self._context())  # before any work
         self.memory = self._memory_plan(checkpoints, vocab)
         self.log(f"memory plan: {self.memory.describe()}")
-        self.backend = make_backend(config)  # reads the models (here or on workers)
+        self.backend = make_backend(self.cfg)  # reads the models (here or on workers)
 
     def _memory_plan(self, sources: dict[str, TensorSource], vocab: Any) -> MemoryPlan:
         """What the search will hold (memory.py), refused when it cannot fit and
@@ -102,12 +109,18 @@ class Runner:
         tok = vocab.tokenizer if vocab is not None else load_tokenizer(cfg.base_model)
         seq_len = longest_sequence([t for ts in self.tasks for t in (ts.search, ts.test)], tok)
 
-        def plan(dtype: str, offload: bool) -> MemoryPlan:
+        def plan(dtype: str, offload: bool, batch: int | None = None) -> MemoryPlan:
             return search_plan(
                 sources, device=cfg.device, dtype=dtype, offload=offload,
                 reuses_task_vectors=cfg.merge_method == "task_arithmetic",
-                batch_size=cfg.batch_size, seq_len=seq_len, aligned=vocab is not None,
-                stacks_models=self.space.stacks_models)
+                batch_size=batch or cfg.batch_size, seq_len=seq_len,  # type: ignore[arg-type]
+                aligned=vocab is not None, stacks_models=self.space.stacks_models)
+
+        if cfg.batch_size == "auto":  # the largest batch the plan fits, for the workers too
+            place = "cpu" if cfg.device.startswith("cpu") else cfg.device
+            n = auto_batch_size(plan(cfg.dtype, cfg.offload, 1), available(place))
+            self.log(f"batch_size auto: {n} items per forward pass")
+            self.cfg = cfg = cfg.model_copy(update={"batch_size": n})
 
         chosen = plan(cfg.dtype, cfg.offload)
         if cfg.memory_check:
