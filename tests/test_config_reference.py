@@ -20,5 +20,6 @@ def test_every_field_is_in_the_reference_with_its_default() -> None:
     for model in (EvolveConfig, NPMergeConfig):
         for name in model.model_fields:
             assert f"| `{name}` |" in text, name
-    assert "| `batch_size` | int | `64` | evaluation items per forward pass |" in text
+    assert ("| `batch_size` | int \\| `auto` | `64` | evaluation items per forward pass; auto: "
+            "the largest the memory plan fits") in text
     assert "| `dtype` | `float32` \\| `bfloat16` \\| `float16` | `float32` |" in text
