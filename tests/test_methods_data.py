@@ -223,3 +223,25 @@ def test_regmean_plusplus_merges_checkpoints_with_joint_cached_statistics(
         bad = _recipe(ZOO_DIR, "regmean_plusplus", parameters={"alpha": [0.5, 0.9]})
         merge_to_disk(load_recipe(bad), tmp_path / "d", statistics_dir=cache)
     assert not (tmp_path / "d").exists()
+
+
+def test_an_unwritable_statistics_cache_is_one_line(tmp_path: Path) -> None:
+    import os
+
+    from evomerge.errors import EvomergeError
+    from evomerge.merge.disk import merge_to_disk
+    from evomerge.recipe import load_recipe
+    from evomerge.zoo.manifest import ZOO_DIR
+
+    if os.geteuid() == 0:  # root writes anywhere: a file in the way stands in for it
+        blocked = tmp_path / "file"
+        blocked.write_text("x")
+        cache = blocked / "stats"
+    else:
+        cache = tmp_path / "ro"
+        cache.mkdir()
+        cache.chmod(0o500)
+    with pytest.raises(EvomergeError, match="cannot write statistics to .*EVOMERGE_CACHE"):
+        merge_to_disk(load_recipe(_recipe(ZOO_DIR, "regmean")), tmp_path / "out",
+                      statistics_dir=cache)
+    assert not (tmp_path / "out").exists()

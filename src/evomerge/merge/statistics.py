@@ -25,12 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from evomerge.errors import ConfigError
+from evomerge.errors import ConfigError, EvomergeError
 
 if TYPE_CHECKING:
     from evomerge.recipe import MergeRecipe
 
-KINDS = ("gram", "fisher", "gram_pp")
 Batch = Mapping[str, torch.Tensor]
 
 
@@ -312,9 +311,24 @@ def _save(stats: Mapping[str, torch.Tensor], path: Path, meta: dict[str, str]) -
     try:
         save_file({k: v.contiguous().cpu() for k, v in stats.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
+    except OSError as exc:
+        raise _unwritable(path.parent, exc) from None
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def _cache_dir(cache: Path) -> Path:
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(cache, exc) from None
+    return cache
+
+
+def _unwritable(where: Path, exc: OSError) -> EvomergeError:
+    return EvomergeError(f"cannot write statistics to {where}: {exc.strerror or exc} (set "
+                         "EVOMERGE_CACHE to a writable directory with room)")
 
 
 def prepare_joint(models: list[str], data: dict[str, dict[str, Any] | None], alpha: float,
@@ -326,7 +340,7 @@ def prepare_joint(models: list[str], data: dict[str, dict[str, Any] | None], alp
         _validated(data[m], m, "gram_pp")
     joint = hashlib.sha256(json.dumps({"alpha": alpha, "models": [
         cache_key("gram_pp", m, data[m] or {}) for m in models]}).encode()).hexdigest()[:20]
-    cache.mkdir(parents=True, exist_ok=True)
+    _cache_dir(cache)
     paths = {("gram_pp", m): cache / f"gram_pp-{Path(m.split('+')[-1]).name}-{joint}"
                                      ".safetensors" for m in models}
     if all(p.exists() for p in paths.values()):
@@ -380,7 +394,7 @@ def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
     """The file of ``model``'s ``kind`` statistics on ``data``, computed if the cache lacks
     it (written atomically: a kill leaves no half file)."""
     data = _validated(data, model, kind)
-    cache.mkdir(parents=True, exist_ok=True)
+    _cache_dir(cache)
     name = Path(model.split("+")[-1]).name or "model"
     path = cache / f"{kind}-{name}-{cache_key(kind, model, data)}.safetensors"
     if path.exists():
