@@ -265,8 +265,8 @@ def _alpha(recipe: MergeRecipe) -> float:
 
 
 def cache_key(kind: str, model: str, data: dict[str, Any]) -> str:
+    from evomerge.io.fingerprint import file_fingerprint
     from evomerge.io.lora import input_dirs
-    from evomerge.run.resume import file_fingerprint
 
     h = hashlib.sha256(json.dumps({"kind": kind, "data": data, "version": 1},
                                   sort_keys=True).encode())

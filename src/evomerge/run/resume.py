@@ -12,13 +12,13 @@ is done at the end (final, test_top_k, write_best).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 from evomerge.config import EvolveConfig
 from evomerge.errors import ConfigError
+from evomerge.io.fingerprint import file_fingerprint
 from evomerge.io.outdir import atomic_write_text
 
 RUN_INFO = "run.json"
@@ -29,7 +29,6 @@ SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
         "run_dir": "any", "final.top_k": "any", "final.baselines": "any",
         "memory_check": "any"}
 SAFE_PREFIXES = ("backend.",)
-_SAMPLE = 1 << 16
 
 
 def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
@@ -41,20 +40,6 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): obj}
 
 
-def file_fingerprint(path: Path) -> str:
-    """sha256 of the size and of the start, middle and end of a file (the whole file when
-    small): a replaced checkpoint is caught without reading gigabytes."""
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with path.open("rb") as f:
-        if size <= 4 * _SAMPLE:
-            h.update(f.read())
-        else:
-            for at in (0, size // 2, size - _SAMPLE):
-                f.seek(at)
-                h.update(f.read(_SAMPLE))
-    return h.hexdigest()[:32]
 
 
 def fingerprints(config: EvolveConfig) -> dict[str, str]:
