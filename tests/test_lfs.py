@@ -116,6 +116,9 @@ def test_lfs_takes_any_registered_method_as_a_category(llama: list[Path]) -> Non
                 n += 1
     assert n == sum(".layers." in k for k in out)
     assert len(space.endpoints()) == 2
+    plain = LFSSpace([ft1, ft2], base, 4, 2, methods=("linear", "karcher"))
+    assert plain.other == {"karcher": []}  # a category without genes: its defaults
+    assert not any(".karcher." in g.name for g in plain.genes)
     with pytest.raises(ConfigError, match="cannot use nearswap: it does not merge 2 models"):
         LFSSpace([ft1, ft2], base, 4, 2, methods=("linear", "nearswap"))
     with pytest.raises(ConfigError, match="unknown merge method 'tvs'"):

@@ -67,6 +67,8 @@ def test_bounds_that_exclude_an_input_are_said_once(llama: list[Path]) -> None:
                                      "\\(did you mean 'density'"),
     ("ties", {"search": ["weight", "density"], "bounds": {"density": [0, 1.5]}},
      r"density=1.5 is out of range \[0.0, 1.0\]"),
+    ("ties", {"search": ["lambda"], "bounds": {"lambda": [0.5, 2]}},
+     r"ties takes .* and this space does not set weight"),
 ])
 def test_a_method_the_space_cannot_search_is_one_line_up_front(space: str, method: str,
                                                                options: dict,

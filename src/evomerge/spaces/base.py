@@ -47,25 +47,6 @@ class SpaceInputs:
     data: dict[str, Any] | None = None  # data-dependent methods' statistics data (recipes)
 
 
-def check_searchable(space: str, method: str, searched: set[str],
-                     fixed: dict[str, Any] | None = None) -> None:
-    """One line, before any work, when a space's genes do not fit the method's parameters
-    (the space would write parameters the method refuses, or leave a required one unset)."""
-    from evomerge.merge.registry import get_method
-
-    m = get_method(method)
-    takes = {p.name for p in m.params()}
-    given = searched | set(fixed or {})
-    extra = sorted(searched - takes)
-    missing = sorted(p.name for p in m.params() if p.required and p.name not in given)
-    if extra or missing:
-        what = f"sets {', '.join(extra)}" if extra else f"does not set {', '.join(missing)}"
-        raise ConfigError(f"search space {space}: {method} takes "
-                          f"{', '.join(sorted(takes)) or 'no parameters'} and this space "
-                          f"{what}; merge it with a recipe (evomerge merge), or search another "
-                          "method")
-
-
 @dataclass(frozen=True)
 class SearchedParam:
     """A merge-method parameter that a space turns into genes (one per model if per-model)."""
@@ -77,8 +58,9 @@ class SearchedParam:
     integer: bool
     default: float | None  # the method's default: the endpoint value of non-weight genes
 
-    def gene(self, name: str, grid: float | None) -> Gene:
-        return Gene(name, self.low, self.high, 1.0 if self.integer else grid)
+    def gene(self, name: str, grid: float | None,
+             active: tuple[str, int] | None = None) -> Gene:
+        return Gene(name, self.low, self.high, 1.0 if self.integer else grid, active=active)
 
     def endpoint(self) -> float:
         """The value that leaves a model as it is (weight aside): density 1, else default."""
@@ -89,14 +71,16 @@ class SearchedParam:
 
 def searched_params(space: str, method: str, search: list[str] | None,
                     bounds: dict[str, tuple[float, float]],
-                    fixed: dict[str, Any] | None = None, add: bool = False
-                    ) -> list[SearchedParam]:
+                    fixed: dict[str, Any] | None = None, add: bool = False,
+                    allow_empty: bool = False) -> list[SearchedParam]:
     """The method's parameters a space searches, with their bounds, in the method's order.
 
     By default the required numeric parameters plus ``density`` (what a user must choose);
     ``search`` names the parameters instead (``lambda``, ``gamma``, ``select_topk``...), or
     with ``add`` the ones searched besides those. Bounds come from ``bounds``, else from the
-    parameter's own range when it has both ends."""
+    parameter's own range when it has both ends. One line, before any work, when a required
+    parameter is neither searched nor fixed, or (unless ``allow_empty``: an LFS category
+    may have no genes) when nothing is left to search."""
     from evomerge.merge.registry import get_method
     from evomerge.registry import unknown
 
@@ -128,9 +112,14 @@ def searched_params(space: str, method: str, search: list[str] | None,
         p.validate(lo), p.validate(hi)  # the method's own range, one line if outside
         default = None if p.required or p.default is None else float(p.default)
         out.append(SearchedParam(p.name, p.meta.per_model, lo, hi, p.type is int, default))
-    searched = {p.name for p in out}
-    check_searchable(space, method, searched, fixed)
-    if not out:
+    given = {p.name for p in out} | set(fixed or {})
+    missing = sorted(p.name for p in m.params() if p.required and p.name not in given)
+    if missing:
+        raise ConfigError(f"search space {space}: {method} takes "
+                          f"{', '.join(sorted(p.name for p in m.params()))} and this space "
+                          f"does not set {', '.join(missing)}; merge it with a recipe "
+                          "(evomerge merge), or search another method")
+    if not out and not allow_empty:
         raise ConfigError(f"search space {space}: nothing to search for {method}; name its "
                           f"parameters, e.g. search: [{', '.join(sorted(names)) or '...'}] "
                           "with their bounds" if names else

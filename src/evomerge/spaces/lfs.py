@@ -103,11 +103,9 @@ class LFSSpace(SearchSpace):
                 for k, name in enumerate(self.methods):
                     cond = (method, k)
                     if name in self.other:
-                        for p in self.other[name]:
-                            for m in (short if p.per_model else [None]):
-                                gene = p.gene(self._key(g, sub, name, p.name, m), None)
-                                self.genes.append(Gene(gene.name, gene.low, gene.high,
-                                                       gene.step, active=cond))
+                        self.genes += [p.gene(self._key(g, sub, name, p.name, m), None, cond)
+                                       for p in self.other[name]
+                                       for m in (short if p.per_model else [None])]
                         continue
                     if name == "ties":
                         self.genes.append(Gene(f"g{g}.{sub}.ties.density", *density, active=cond))
@@ -150,14 +148,10 @@ class LFSSpace(SearchSpace):
             takes = {p.name for p in m.params()}
             taken |= takes
             wanted = [x for x in search or [] if x in takes]
-            try:
-                out[name] = searched_params("lfs", name, wanted,
-                                            {"weight": weight, "density": density, **bounds},
-                                            add=True)
-            except ConfigError as exc:
-                if "nothing to search" not in str(exc) and "no numeric" not in str(exc):
-                    raise
-                out[name] = []  # a category with no genes: the method with its defaults
+            # a category may have no genes: the method with its defaults
+            out[name] = searched_params("lfs", name, wanted,
+                                        {"weight": weight, "density": density, **bounds},
+                                        add=True, allow_empty=True)
         from evomerge.registry import unknown
 
         for x in search or []:
