@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from evomerge.eval.tasks import Item, Task
 
 
 def encode_answers(tok: Any, pairs: list[tuple[str, str]]
@@ -26,3 +30,12 @@ def encode_answers(tok: Any, pairs: list[tuple[str, str]]
         lab[i, : len(la)] = torch.tensor(la)
         mask[i, : len(r)] = 1
     return ids, mask, lab
+
+
+def task_batches(tok: Any, task: Task, items: Sequence[Item], size: int
+                 ) -> Iterator[dict[str, torch.Tensor]]:
+    """Batches of ``size`` items, (prompt, delimiter + answer), in the order given."""
+    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in items]
+    for i in range(0, len(pairs), size):
+        ids, mask, labels = encode_answers(tok, pairs[i:i + size])
+        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}

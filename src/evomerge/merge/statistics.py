@@ -243,14 +243,15 @@ def for_recipe(recipe: MergeRecipe, cache: Path | None = None,
                log: Callable[[str], None] | None = None) -> Statistics | None:
     """The statistics ``recipe`` needs (computed where the cache lacks them), or None."""
     files = {}
+    cache = cache or default_cache()
     for kind, models in needed(recipe).items():
         if kind == "gram_pp":  # one joint computation over the models
             files.update(prepare_joint(sorted(models), {m: data_of(recipe, m) for m in models},
-                                       _alpha(recipe), cache or default_cache(), device, log))
+                                       _alpha(recipe), cache, device, log))
             continue
         for model in sorted(models):
-            files[(kind, model)] = prepare(kind, model, data_of(recipe, model),
-                                           cache or default_cache(), device, log)
+            files[(kind, model)] = prepare(kind, model, data_of(recipe, model), cache, device,
+                                           log)
     return Statistics(files) if files else None
 
 
@@ -326,6 +327,11 @@ def _cache_dir(cache: Path) -> Path:
     return cache
 
 
+def _file(cache: Path, kind: str, model: str, key: str) -> Path:
+    """``<kind>-<model's name>-<key>.safetensors`` (a ``base+adapter`` named by its adapter)."""
+    return cache / f"{kind}-{Path(model.split('+')[-1]).name or 'model'}-{key}.safetensors"
+
+
 def _unwritable(where: Path, exc: OSError) -> EvomergeError:
     return EvomergeError(f"cannot write statistics to {where}: {exc.strerror or exc} (set "
                          "EVOMERGE_CACHE to a writable directory with room)")
@@ -341,8 +347,7 @@ def prepare_joint(models: list[str], data: dict[str, dict[str, Any] | None], alp
     joint = hashlib.sha256(json.dumps({"alpha": alpha, "models": [
         cache_key("gram_pp", m, data[m] or {}) for m in models]}).encode()).hexdigest()[:20]
     _cache_dir(cache)
-    paths = {("gram_pp", m): cache / f"gram_pp-{Path(m.split('+')[-1]).name}-{joint}"
-                                     ".safetensors" for m in models}
+    paths = {("gram_pp", m): _file(cache, "gram_pp", m, joint) for m in models}
     if all(p.exists() for p in paths.values()):
         return paths
     if log is not None:
@@ -370,22 +375,18 @@ def compute_joint(models: list[str], data: dict[str, dict[str, Any] | None], alp
 def _batches(model: str, data: dict[str, Any], batch_size: int, device: str | torch.device
              ) -> Iterable[Batch]:
     """The items of ``data`` as (prompt, answer) batches in ``model``'s tokenizer."""
-    from transformers import AutoTokenizer
-
     from evomerge.config import DataConfig
-    from evomerge.eval.answer_batches import encode_answers
+    from evomerge.eval.answer_batches import task_batches
     from evomerge.eval.sources.base import load_data
+    from evomerge.io.hf import load_tokenizer
     from evomerge.io.lora import input_dirs
 
     task = load_data(DataConfig.model_validate(data), "data")
-    tok = AutoTokenizer.from_pretrained(input_dirs(model)[0])
+    tok = load_tokenizer(input_dirs(model)[0])
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in task.items]
-    for i in range(0, len(pairs), batch_size):
-        ids, mask, labels = encode_answers(tok, pairs[i:i + batch_size])
-        yield {"input_ids": ids.to(device), "attention_mask": mask.to(device),
-               "labels": labels.to(device)}
+    for batch in task_batches(tok, task, task.items, batch_size):
+        yield {k: v.to(device) for k, v in batch.items()}
 
 
 def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
@@ -395,8 +396,7 @@ def prepare(kind: str, model: str, data: dict[str, Any] | None, cache: Path,
     it (written atomically: a kill leaves no half file)."""
     data = _validated(data, model, kind)
     _cache_dir(cache)
-    name = Path(model.split("+")[-1]).name or "model"
-    path = cache / f"{kind}-{name}-{cache_key(kind, model, data)}.safetensors"
+    path = _file(cache, kind, model, cache_key(kind, model, data))
     if path.exists():
         return path
     if log is not None:

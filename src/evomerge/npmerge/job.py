@@ -21,7 +21,7 @@ import yaml
 from evomerge.config import NPMergeConfig
 from evomerge.device import resolve_device
 from evomerge.errors import ConfigError, ModelError
-from evomerge.eval.answer_batches import encode_answers
+from evomerge.eval.answer_batches import task_batches
 from evomerge.eval.sources import load_data
 from evomerge.eval.tasks import Task
 from evomerge.io.checkpoint import Checkpoint, require_finite
@@ -74,7 +74,7 @@ def _batches(tok: Any, task: Task, size: int, seed: int) -> Iterator[dict[str, t
     while True:  # reshuffled epochs
         items = list(task.items)
         rng.shuffle(items)
-        yield from _encoded(tok, task, items, size)
+        yield from task_batches(tok, task, items, size)
 
 
 def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress | None = None,
@@ -130,7 +130,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
         loss = lm_entropy_loss if config.mode == "adamerging" else lm_loss
         validate = None
         if val_task is not None:
-            batches = list(_encoded(tok, val_task, list(val_task.items), config.batch_size))
+            batches = list(task_batches(tok, val_task, list(val_task.items), config.batch_size))
 
             def validate(forward: Any) -> float:
                 total = sum(float(loss(forward, {k: v.to(dev) for k, v in b.items()}))
@@ -184,15 +184,6 @@ def _validation_split(config: NPMergeConfig, task: Task) -> tuple[Task, Task | N
     held = set(order[:n])
     return (task.subset([i for i in task.ids if i not in held]),
             task.subset([i for i in task.ids if i in held]))
-
-
-def _encoded(tok: Any, task: Task, items: list[Any], size: int
-             ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of ``size`` items (prompt, delimiter + answer), in the order given."""
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in items]
-    for i in range(0, len(pairs), size):
-        ids, mask, labels = encode_answers(tok, pairs[i:i + size])
-        yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 def _notes(config: NPMergeConfig, result: Any) -> list[str]:
