@@ -46,3 +46,17 @@ def assert_same_tensors(ours: dict[str, torch.Tensor], theirs: dict[str, torch.T
         scale = float(b.float().abs().max()) or 1.0
         torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * scale, msg=lambda m, n=name:
                                    f"{n}: {m}")
+
+
+def record_calls(monkeypatch: Any, owner: Any, name: str) -> list[tuple[Any, ...]]:
+    """Wrap ``owner.name`` so that each call's positional arguments are recorded (the real
+    function still runs): how tests count work that must be done only once."""
+    calls: list[tuple[Any, ...]] = []
+    real = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls

@@ -314,21 +314,16 @@ def test_a_search_over_a_data_dependent_method_computes_statistics_once(
     data block so they merge again on their own. Without data: one line, before any work."""
     from evomerge.merge import statistics
 
-    calls: list[str] = []
-    real = statistics.compute
+    from .helpers import record_calls
 
-    def counting(kind: str, model: str, *args: object, **kwargs: object) -> object:
-        calls.append(model)
-        return real(kind, model, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(statistics, "compute", counting)
+    calls = record_calls(monkeypatch, statistics, "compute")
     space = {"type": "per_model", "search": ["weight"], "weight": [0.1, 1.0]}
     cfg = config(tiny_zoo, tmp_path / "run", merge_method="fisher", space=space,
                  optimizer={"name": "ga", "pop_size": 4, "generations": 2},
                  fitness={"subset_size": 8, "estimator": "mean", "calibration_merges": 0},
                  data={"zoo": "add_it", "limit": 8})
     evolve(load_config(cfg))
-    assert sorted(calls) == sorted(cfg["models"])
+    assert sorted(args[1] for args in calls) == sorted(cfg["models"])
     assert len(list((tmp_path / "run" / "statistics").glob("fisher-*.safetensors"))) == 2
     cands = [r for r in records(tmp_path / "run") if r["kind"] == "candidate"]
     assert len(cands) >= 4

@@ -102,17 +102,10 @@ def test_statistics_are_computed_once_and_reused(tmp_path: Path, method: str,
     from evomerge.recipe import load_recipe
     from evomerge.zoo.manifest import ZOO_DIR
 
-    from .helpers import load_model_tensors
+    from .helpers import load_model_tensors, record_calls
 
     cache = tmp_path / "stats"
-    calls: list[str] = []
-    real = statistics.compute
-
-    def counting(kind: str, model: str, *args: object, **kwargs: object) -> object:
-        calls.append(model)
-        return real(kind, model, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(statistics, "compute", counting)
+    calls = record_calls(monkeypatch, statistics, "compute")
     recipe = load_recipe(_recipe(ZOO_DIR, method))
     merge_to_disk(recipe, tmp_path / "a", statistics_dir=cache)
     assert len(calls) == 2 and len(list(cache.glob("*.safetensors"))) == 2
@@ -194,21 +187,14 @@ def test_regmean_plusplus_merges_checkpoints_with_joint_cached_statistics(
     from evomerge.recipe import load_recipe
     from evomerge.zoo.manifest import ZOO_DIR
 
-    from .helpers import load_model_tensors
+    from .helpers import load_model_tensors, record_calls
 
-    calls: list[int] = []
-    real = statistics.compute_joint
-
-    def counting(*args: object, **kwargs: object) -> object:
-        calls.append(1)
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(statistics, "compute_joint", counting)
+    calls = record_calls(monkeypatch, statistics, "compute_joint")
     cache = tmp_path / "stats"
     recipe = load_recipe(_recipe(ZOO_DIR, "regmean_plusplus"))
     merge_to_disk(recipe, tmp_path / "a", statistics_dir=cache)
     merge_to_disk(recipe, tmp_path / "b", statistics_dir=cache)
-    assert calls == [1] and len(list(cache.glob("gram_pp-*.safetensors"))) == 2
+    assert len(calls) == 1 and len(list(cache.glob("gram_pp-*.safetensors"))) == 2
     pp = load_model_tensors(tmp_path / "a")
     merge_to_disk(load_recipe(_recipe(ZOO_DIR, "regmean")), tmp_path / "r",
                   statistics_dir=cache)
@@ -218,7 +204,7 @@ def test_regmean_plusplus_merges_checkpoints_with_joint_cached_statistics(
     # another alpha changes the earlier merged layers, so the statistics are new
     other = _recipe(ZOO_DIR, "regmean_plusplus", parameters={"alpha": 0.5})
     merge_to_disk(load_recipe(other), tmp_path / "c", statistics_dir=cache)
-    assert calls == [1, 1]
+    assert len(calls) == 2
     with pytest.raises(Exception, match="one alpha for the whole merge"):
         bad = _recipe(ZOO_DIR, "regmean_plusplus", parameters={"alpha": [0.5, 0.9]})
         merge_to_disk(load_recipe(bad), tmp_path / "d", statistics_dir=cache)
