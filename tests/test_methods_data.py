@@ -125,6 +125,7 @@ def test_statistics_are_computed_once_and_reused(tmp_path: Path, method: str,
 
 
 def test_a_data_dependent_recipe_without_data_is_one_line(tmp_path: Path) -> None:
+    import os
     import subprocess
     import sys
 
@@ -137,12 +138,25 @@ def test_a_data_dependent_recipe_without_data_is_one_line(tmp_path: Path) -> Non
         del m["data"]
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
+    env = {**os.environ, "EVOMERGE_CACHE": str(tmp_path / "cache")}
     proc = subprocess.run([sys.executable, "-m", "evomerge", "merge", str(path), "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True)
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     lines = [x for x in proc.stderr.splitlines() if x.strip()]
     assert len(lines) == 1 and "needs gram statistics: give the recipe" in lines[0]
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache").exists()  # no statistics computed before the error
+    # a misspelt key of the data block: named, with the closest one, still one line
+    recipe["models"][0]["data"] = {"zoo": "add_en", "limt": 8}
+    recipe["models"][1]["data"] = {"zoo": "max_en", "limit": 8}
+    path.write_text(yaml.safe_dump(recipe))
+    proc = subprocess.run([sys.executable, "-m", "evomerge", "merge", str(path), "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert proc.returncode == 2 and len(lines) == 1
+    assert "data: limt: Extra inputs are not permitted (did you mean 'limit'?)" in lines[0]
+    assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache").exists()  # no statistics computed before the error
 
 
 def test_regmean_plusplus_feeds_each_layer_through_the_merged_earlier_layers() -> None:
@@ -231,3 +245,4 @@ def test_an_unwritable_statistics_cache_is_one_line(tmp_path: Path) -> None:
         merge_to_disk(load_recipe(_recipe(ZOO_DIR, "regmean")), tmp_path / "out",
                       statistics_dir=cache)
     assert not (tmp_path / "out").exists()
+    assert not (tmp_path / "cache").exists()  # no statistics computed before the error

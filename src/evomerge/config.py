@@ -354,10 +354,10 @@ def _load(model: type[Any], source: str | Path | dict[str, Any]) -> Any:
         return model.model_validate(data).resolved(base_dir)
     except ValidationError as exc:
         raise ConfigError(f"invalid config: {format_validation_error(exc)}"
-                          f"{_suggestion(model, exc, data)}") from None
+                          f"{key_suggestion(model, exc, data)}") from None
 
 
-def _suggestion(model: type[BaseModel], exc: ValidationError, data: Any) -> str:
+def key_suggestion(model: type[BaseModel], exc: ValidationError, data: Any) -> str:
     """For an unknown key (the first error): the closest key that is allowed there."""
     import difflib
     import typing

@@ -244,7 +244,11 @@ def for_recipe(recipe: MergeRecipe, cache: Path | None = None,
     """The statistics ``recipe`` needs (computed where the cache lacks them), or None."""
     files = {}
     cache = cache or default_cache()
-    for kind, models in needed(recipe).items():
+    wanted = needed(recipe)
+    for kind, models in wanted.items():  # every data block checked before any work
+        for model in models:
+            _validated(data_of(recipe, model), model, kind)
+    for kind, models in wanted.items():
         if kind == "gram_pp":  # one joint computation over the models
             files.update(prepare_joint(sorted(models), {m: data_of(recipe, m) for m in models},
                                        _alpha(recipe), cache, device, log))
@@ -291,7 +295,10 @@ def compute(kind: str, model: str, data: dict[str, Any], batch_size: int = 8,
 
 
 def _validated(data: dict[str, Any] | None, model: str, kind: str) -> dict[str, Any]:
-    from evomerge.config import DataConfig
+    from pydantic import ValidationError
+
+    from evomerge.config import DataConfig, key_suggestion
+    from evomerge.recipe import format_validation_error
 
     if data is None:
         raise ConfigError(f"{model}: this recipe's method needs {kind} statistics: give the "
@@ -299,9 +306,9 @@ def _validated(data: dict[str, Any] | None, model: str, kind: str) -> dict[str, 
                           "limit: 64} (file or lm_eval as in np-merge's data)")
     try:
         DataConfig.model_validate(data)
-    except Exception as exc:  # pydantic's message, on one line
-        lines = [x.strip() for x in str(exc).splitlines() if x.strip()]
-        raise ConfigError(f"data: {lines[-1] if lines else exc}") from None
+    except ValidationError as exc:  # as a config's errors: the key and the closest name
+        raise ConfigError(f"{model}: data: {format_validation_error(exc)}"
+                          f"{key_suggestion(DataConfig, exc, data)}") from None
     return data
 
 
