@@ -148,8 +148,8 @@ class MergePlan:
             kwargs[spec.arg] = task.per_model[spec.name]
         generator = None
         if method.stochastic:
-            generator = torch.Generator(device=torch.device(device))
-            generator.manual_seed(task.seed)
+            # on the CPU whatever the device: the same seed gives the same merge everywhere
+            generator = torch.Generator().manual_seed(task.seed)
         stats = None
         if method.statistics is not None:
             if self.statistics is None:

@@ -100,6 +100,16 @@ def magnitude_outliers(tensor: torch.Tensor, density: float, gamma: float,
     return _l1_rescaled(l1, masked) if l1 is not None else masked
 
 
+def uniform(shape: torch.Size, generator: torch.Generator | None,
+            device: torch.device) -> torch.Tensor:
+    """Uniform [0, 1) draws made on the generator's device (the CPU) and moved to ``device``:
+    CUDA's generator gives other numbers for the same seed, so drawing there would make a
+    seeded DARE merge on a GPU differ from the same recipe merged on a CPU."""
+    gen_device = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gen_device,
+                      dtype=torch.float32).to(device, non_blocking=True)
+
+
 def bernoulli(tensor: torch.Tensor, density: float, rescale: bool,
               generator: torch.Generator | None, inplace: bool = False) -> torch.Tensor:
     """DARE: keep each element with probability ``density``, rescaled by 1/density."""
@@ -107,8 +117,7 @@ def bernoulli(tensor: torch.Tensor, density: float, rescale: bool,
         return tensor
     if density <= 0:
         return tensor.zero_() if inplace else torch.zeros_like(tensor)
-    draw = torch.rand(tensor.shape, generator=generator, device=tensor.device,
-                      dtype=torch.float32)
+    draw = uniform(tensor.shape, generator, tensor.device)
     keep = torch.lt(draw, density, out=draw).to(tensor.dtype)
     if rescale:
         keep.div_(density)
@@ -129,7 +138,7 @@ def della_magprune(tensor: torch.Tensor, density: float, epsilon: float, rescale
     ranks = torch.argsort(torch.argsort(rows.abs(), dim=1), dim=1).to(torch.float32)
     rank_norm = ranks.div_(m - 1) if m > 1 else ranks.zero_()
     probs = rank_norm.mul_(2 * epsilon).add_(density - epsilon)
-    draw = torch.rand(rows.shape, generator=generator, device=rows.device)
+    draw = uniform(rows.shape, generator, rows.device)
     keep = torch.lt(draw, probs, out=draw).to(rows.dtype)
     if rescale:
         keep.div_(probs)
