@@ -217,3 +217,33 @@ def test_auto_batch_size_fills_the_free_memory() -> None:
     on_gpu = MemoryPlan("cuda", {"device": {"live model": 2000, "evaluation": 300},
                                  "host": {"runtime": 10**9}})
     assert auto_batch_size(on_gpu, 20_000) == (18_000 - 2_000) // 300
+
+
+
+def test_scoring_computes_the_head_for_answer_positions_only(families) -> None:  # noqa: ANN001
+    """Multiple choice and the teacher-forced path run the vocabulary-wide head on the last
+    positions only (the answers'), not on every prompt position: on a GPU, copying every
+    position's log-probabilities to the host cost more than the forward pass."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = families["llama"][1]
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    widths: list[int] = []
+    handle = model.get_output_embeddings().register_forward_hook(
+        lambda _m, args, _out: widths.append(args[0].shape[1]))
+    rng = random.Random(0)
+    prompts = ["".join(rng.choice("abcdefgh ") for _ in range(rng.randint(20, 40)))
+               for _ in range(12)]
+    mc = Task("mc", tuple(Item(str(i), p, "ab", choices=("ab", "c", "def"))
+                          for i, p in enumerate(prompts)), kind="multiple_choice")
+    exact = Task("ex", tuple(Item(str(i), p, "abc") for i, p in enumerate(prompts)))
+    try:
+        Evaluator(model, tok, batch_size=4)(mc)
+        mc_widths, widths[:] = list(widths), []
+        Evaluator(model, tok, batch_size=4)(exact, method="teacher_forced")
+    finally:
+        handle.remove()
+    # packed choices: 1 + 0 + 2 tokens after the prompt, plus the prompt's last position
+    assert mc_widths == [4, 4, 4]
+    assert widths == [4, 4, 4]  # 3 answer tokens, then the end

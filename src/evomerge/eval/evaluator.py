@@ -68,6 +68,7 @@ class Evaluator:
         self._answers: dict[tuple[str, str], list[int]] = {}
         self._stop_ids: dict[tuple[str, ...], set[int]] = {}
         self.notes: list[str] = []  # what was adapted on the way (a lowered batch size)
+        self._keep_arg: str | None = None  # the model's logits_to_keep argument ("": none)
 
     @property
     def device(self) -> torch.device:
@@ -168,9 +169,28 @@ class Evaluator:
             mask[i, n - len(r):] = 1
         return ids.to(self.device), mask.to(self.device)
 
-    def _forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _forward(self, ids: torch.Tensor, mask: torch.Tensor, keep: int) -> torch.Tensor:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+        return self._logits(keep, input_ids=ids, attention_mask=mask, position_ids=pos)
+
+    def _logits(self, keep: int, **inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of the last ``keep`` positions only (rows are left-padded, so answers end
+        every row). Scoring needs a few answer positions, and the head's vocabulary-wide
+        matrix product, softmax and copy to the host dominate everything else on large
+        vocabularies: on a GPU, copying all positions' log-probabilities to the host cost
+        more than the forward pass (docs/benchmarks.md)."""
+        return self.model(**inputs, **self._keep_kwargs(keep)).logits[:, -keep:]
+
+    def _keep_kwargs(self, keep: int) -> dict[str, int]:
+        """The model's argument for computing the last ``keep`` positions' logits only
+        (transformers 4.45-4.49: ``num_logits_to_keep``), if it has one."""
+        if self._keep_arg is None:
+            import inspect
+
+            names = inspect.signature(self.model.forward).parameters
+            self._keep_arg = next((a for a in ("logits_to_keep", "num_logits_to_keep")
+                                   if a in names), "")
+        return {self._keep_arg: keep} if self._keep_arg else {}
 
     # -- generative ------------------------------------------------------------------------
     @torch.no_grad()
@@ -190,8 +210,9 @@ class Evaluator:
                                           pad_token_id=self.tok.pad_token_id)
             if task.stop:
                 kwargs["stopping_criteria"] = _stop_criteria(self.tok, task.stop, ids.shape[1])
-            out = self.model.generate(input_ids=ids, attention_mask=mask, **kwargs)
-            for k, row in zip(batch, out[:, ids.shape[1]:], strict=True):
+            rows = self.model.generate(input_ids=ids, attention_mask=mask,
+                                       **kwargs)[:, ids.shape[1]:]
+            for k, row in zip(batch, rows, strict=True):
                 it = items[k]
                 text = self.tok.decode(row, skip_special_tokens=True)
                 text = _cut_at_stop(text, task.stop)
@@ -229,12 +250,12 @@ class Evaluator:
         for start, end in self._chunks([len(rows[k]) for k in order]):
             batch = order[start:end]
             ids, mask = self._left_pad([rows[k] for k in batch])
-            pred = self._forward(ids, mask).argmax(-1).cpu()
-            width = ids.shape[1]
+            keep = max(len(answers[k]) for k in batch) + 1
+            pred = self._forward(ids, mask, keep).argmax(-1).cpu()
             for b, k in enumerate(batch):
                 a = answers[k]
-                first = width - len(a) - 1  # position predicting the first answer token
-                got = pred[b, first: width].tolist()  # len(a) + 1 predictions
+                first = keep - len(a) - 1  # position predicting the first answer token
+                got = pred[b, first:].tolist()  # len(a) + 1 predictions
                 ok = got[: len(a)] == a and got[len(a)] in stop_ids
                 correct[k] = ok
                 outputs[k] = items[k].answer if ok else self.tok.decode(got[: len(a)])
@@ -280,42 +301,47 @@ class Evaluator:
         for start, end in self._chunks([len(rows[k]) for k in order]):
             batch = order[start:end]
             width = max(len(rows[k]) for k in batch)
+            # rows are left-padded, so every row's choices end at the last position and the
+            # logits of the last ``keep`` positions hold all the predictions scoring needs
+            keep = max(len(rows[k]) - len(ctxs[k]) + 1 for k in batch)
             n = len(batch)
             ids = torch.full((n, width), self.tok.pad_token_id, dtype=torch.long)
             pos = torch.zeros((n, width), dtype=torch.long)
             allow = torch.zeros((n, width, width), dtype=torch.bool)
-            where: list[list[tuple[list[int], list[int]]]] = []  # per choice: positions, ids
+            picks: list[list[tuple[int, int, int]]] = []  # per choice: (row, kept position, id)
+            choice_rows: list[int] = []  # the batch row of every choice, in order
             for b, k in enumerate(batch):
                 ctx, cs = ctxs[k], conts[k]
-                m = len(ctx)
-                ids[b, : len(rows[k])] = torch.tensor(rows[k])
-                pos[b, :m] = torch.arange(m)
-                allow[b, :m, :m] = torch.tril(torch.ones(m, m, dtype=torch.bool))
-                at, choices = m, []
+                m, o = len(ctx), width - len(rows[k])  # prompt length, padding before the row
+                ids[b, o:] = torch.tensor(rows[k])
+                pos[b, o: o + m] = torch.arange(m)
+                allow[b, o: o + m, o: o + m] = torch.tril(torch.ones(m, m, dtype=torch.bool))
+                for p in range(o):  # padding attends to itself only
+                    allow[b, p, p] = True
+                at = o + m
                 for c in cs:
                     seg = len(c) - 1
                     pos[b, at: at + seg] = torch.arange(m, m + seg)
-                    allow[b, at: at + seg, :m] = True
+                    allow[b, at: at + seg, o: o + m] = True
                     allow[b, at: at + seg, at: at + seg] = torch.tril(
                         torch.ones(seg, seg, dtype=torch.bool))
-                    choices.append(([m - 1, *range(at, at + seg)], c))
+                    first = width - keep  # the first kept position
+                    picks.append([(b, q - first, t) for q, t in zip(
+                        [o + m - 1, *range(at, at + seg)], c, strict=True)])
+                    choice_rows.append(k)
                     at += seg
-                for p in range(len(rows[k]), width):  # padding attends to itself only
-                    allow[b, p, p] = True
-                where.append(choices)
             if self.model.config._attn_implementation == "sdpa":
                 mask = allow[:, None]  # torch's SDPA takes a boolean mask: 1 byte per entry
             else:  # eager attention adds the mask to the scores
                 dtype = next(self.model.parameters()).dtype
                 mask = torch.zeros((n, 1, width, width), dtype=dtype)
                 mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
-            logits = self.model(input_ids=ids.to(self.device),
-                                attention_mask=mask.to(self.device),
-                                position_ids=pos.to(self.device)).logits
-            logprobs = torch.log_softmax(logits.float(), dim=-1).cpu()
-            for b, k in enumerate(batch):
-                out[k] = [float(logprobs[b, torch.tensor(p), torch.tensor(c)].sum())
-                          for p, c in where[b]]
+            logits = self._logits(keep, input_ids=ids.to(self.device),
+                                  attention_mask=mask.to(self.device),
+                                  position_ids=pos.to(self.device))
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for k, values in zip(choice_rows, _gather(logprobs, picks), strict=True):
+                out[k].append(float(values.sum()))
         return out
 
     def _choice_scores_rows(self, ctxs: list[list[int]], conts: list[list[list[int]]]
@@ -328,13 +354,16 @@ class Evaluator:
         for start, end in self._chunks([len(rows[k]) for k in order]):
             batch = order[start:end]
             ids, mask = self._left_pad([rows[k] for k in batch])
-            logprobs = torch.log_softmax(self._forward(ids, mask).float(), dim=-1).cpu()
-            width = ids.shape[1]
+            keep = max(len(conts[pairs[k][0]][pairs[k][1]]) for k in batch) + 1
+            logprobs = torch.log_softmax(self._forward(ids, mask, keep).float(), dim=-1)
+            picks = []  # (row, position, token) of every continuation token
             for b, k in enumerate(batch):
                 i, j = pairs[k]
                 cont = conts[i][j]
-                positions = torch.arange(width - len(cont) - 1, width - 1)
-                out[i][j] = float(logprobs[b, positions, torch.tensor(cont)].sum())
+                picks.append([(b, keep - len(cont) - 1 + t, c) for t, c in enumerate(cont)])
+            for k, values in zip(batch, _gather(logprobs, picks), strict=True):
+                i, j = pairs[k]
+                out[i][j] = float(values.sum())
         return out
 
 
@@ -343,6 +372,17 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, task: Task,
              method: Method = "auto", acc: Literal["acc", "acc_norm"] = "acc") -> EvalResult:
     """Per-item correctness of ``model`` on ``task`` (optionally a subset of item ids)."""
     return Evaluator(model, tokenizer, batch_size=batch_size, acc=acc)(task, item_ids, method)
+
+
+def _gather(logprobs: torch.Tensor, picks: list[list[tuple[int, int, int]]]
+            ) -> list[torch.Tensor]:
+    """``logprobs[row, position, token]`` for each group of picks, gathered on the device:
+    only these few numbers travel to the host. Each group's values come back in order, so
+    summing them on the host adds in the same order whatever the device."""
+    flat = [p for group in picks for p in group]
+    index = torch.tensor(flat, dtype=torch.long, device=logprobs.device).reshape(-1, 3)
+    values = logprobs[index[:, 0], index[:, 1], index[:, 2]].cpu()
+    return list(values.split([len(g) for g in picks]))
 
 
 def _stop_criteria(tok: Any, stops: tuple[str, ...], prompt_len: int) -> Any:
