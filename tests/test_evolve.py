@@ -350,3 +350,30 @@ def test_batch_size_auto_is_resolved_from_the_memory_plan(tiny_zoo: Path, tmp_pa
     assert [r["tasks"] for r in auto] == [r["tasks"] for r in fixed]
     with pytest.raises(EvomergeError, match="batch_size"):
         load_config(config(tiny_zoo, tmp_path / "bad", batch_size="max"))
+
+
+def test_a_batch_lowered_for_device_memory_reaches_the_report(
+        tiny_zoo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device that runs out of memory above 4 items per batch (raised as CUDA would): the
+    search goes on at 4, the same answers as a run that started at 4, and the report says what
+    happened and which batch_size to set."""
+    from evomerge.eval.evaluator import Evaluator
+
+    original = Evaluator._evaluate
+
+    def small_device(self, task, item_ids, method):  # noqa: ANN001, ANN202
+        if self.batch_size > 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return original(self, task, item_ids, method)
+
+    fits = evolve(load_config(config(tiny_zoo, tmp_path / "fits", batch_size=4)))
+    monkeypatch.setattr(Evaluator, "_evaluate", small_device)
+    lowered = evolve(load_config(config(tiny_zoo, tmp_path / "lowered", batch_size=16)))
+    assert lowered.best_recipe == fits.best_recipe and lowered.test == fits.test
+    ours = [n for n in lowered.notes if "batch" in n]
+    assert ours == ["worker 0: out of device memory: batch size lowered to 8",
+                    "worker 0: out of device memory: batch size lowered to 4",
+                    "set batch_size: 4 (or smaller) to skip the retries next time"]
+    report = (tmp_path / "lowered" / "report.md").read_text()
+    assert "batch size lowered to 4" in report and "set batch_size: 4" in report
+    assert not any("batch size" in n for n in fits.notes)

@@ -105,6 +105,8 @@ class Evaluations:
                                   "recipe": payloads[j][0], "tasks": result["tasks"],
                                   "seconds": result["seconds"], "worker": result["worker"],
                                   **job.extra}
+            if result.get("notes"):
+                record["notes"] = result["notes"]  # type: ignore[typeddict-unknown-key]
             if job.kind == "candidate":
                 assert estimate is not None
                 record["estimates"] = estimate(first[key], result["tasks"])

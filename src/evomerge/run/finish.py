@@ -11,6 +11,7 @@ contenders and the baselines are then tested on the held-out split.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,6 +83,21 @@ def candidate_order(records: list[Any]) -> list[Any]:
     return cands
 
 
+def evaluation_notes(records: Iterable[dict[str, Any]]) -> list[str]:
+    """What the evaluators adapted during the run (a batch size lowered after running out of
+    device memory), once per worker, with the batch size to set to start there."""
+    out: list[str] = []
+    for rec in records:
+        for note in rec.get("notes", ()):
+            text = f"worker {rec.get('worker', 0)}: {note}"
+            if text not in out:
+                out.append(text)
+    if out:
+        last = out[-1].rsplit(" ", 1)[-1]
+        out.append(f"set batch_size: {last} (or smaller) to skip the retries next time")
+    return out
+
+
 def _ranked_candidates(evals: Evaluations) -> list[EvalRecord]:
     cands = candidate_order(evals.store.of_kind("candidate"))
     if not cands:
@@ -146,7 +162,7 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
                              MergeRecipe.model_validate(cands[i]["recipe"]), cands[i]["estimates"],
                              index=i) for i in picked]
     _full_search(evals, contenders, cands, {ts.name: len(ts.search.items) for ts in tasks})
-    notes = list(notes)
+    notes = list(notes) + evaluation_notes(evals.store.records.values())
     chosen = _choose(contenders, notes)
     # held-out test: the inputs, the baselines, the chosen one and the best others
     ranked = sorted((c for c in contenders if c.role == "candidate"), key=lambda c: -c.score())

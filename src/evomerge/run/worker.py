@@ -75,6 +75,7 @@ class EvalWorker:
         self.stacker: LiveStacker | None = None
         self.stack_evaluator: Evaluator | None = None
         self._loaded_recipe: str | None = None
+        self._reported: dict[int, int] = {}  # id(evaluator) -> its notes already recorded
 
     def _stacker(self) -> tuple[LiveStacker, Evaluator]:
         """Layer-stacking candidates (the dis space): every input model as a module, once,
@@ -128,6 +129,13 @@ class EvalWorker:
                 res = evaluator(search if split == "search" else test, items.get(name))
             results[name] = {"ids": res.ids, "correct": res.correct.astype(int).tolist(),
                              "accuracy": res.accuracy}
-        return {"tasks": results,
-                "seconds": {"merge": merge_s, "eval": time.perf_counter() - start}}
+        out: dict[str, Any] = {"tasks": results, "seconds": {
+            "merge": merge_s, "eval": time.perf_counter() - start}}
+        # what the evaluator adapted during this evaluation (a batch lowered after running
+        # out of device memory) goes into the record, and from there into the run's report
+        notes = evaluator.notes[self._reported.get(id(evaluator), 0):]
+        if notes:
+            self._reported[id(evaluator)] = len(evaluator.notes)
+            out["notes"] = list(notes)
+        return out
 
