@@ -179,7 +179,10 @@ class Evaluator:
         matrix product, softmax and copy to the host dominate everything else on large
         vocabularies: on a GPU, copying all positions' log-probabilities to the host cost
         more than the forward pass (docs/benchmarks.md)."""
-        return self.model(**inputs, **self._keep_kwargs(keep)).logits[:, -keep:]
+        # no KV cache either: scoring runs one forward pass, and a cache would hold every
+        # layer's keys and values for every position until the pass ends
+        return self.model(**inputs, use_cache=False,
+                          **self._keep_kwargs(keep)).logits[:, -keep:]
 
     def _keep_kwargs(self, keep: int) -> dict[str, int]:
         """The model's argument for computing the last ``keep`` positions' logits only
