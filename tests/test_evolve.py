@@ -377,3 +377,38 @@ def test_a_batch_lowered_for_device_memory_reaches_the_report(
     report = (tmp_path / "lowered" / "report.md").read_text()
     assert "batch size lowered to 4" in report and "set batch_size: 4" in report
     assert not any("batch size" in n for n in fits.notes)
+
+
+def test_resume_refuses_tasks_whose_items_changed(tiny_zoo: Path, tmp_path: Path) -> None:
+    """A datasets directory is no file to fingerprint: the items as loaded are. Replaced with
+    other items, the run refuses to resume (one line, nothing evaluated); restored, it
+    resumes and evaluates nothing again."""
+    datasets = pytest.importorskip("datasets")
+    from evomerge.zoo.data import task_items
+
+    def save(split: str, n: int, where: Path) -> None:
+        rows = [{"prompt": it.prompt, "answer": it.answer} for it in task_items("add_it", split)]
+        datasets.Dataset.from_list(rows[:n]).save_to_disk(str(where))
+
+    save("search", 40, tmp_path / "search")
+    save("test", 20, tmp_path / "test")
+    tasks = [{"name": "mine", "search": str(tmp_path / "search"), "test": str(tmp_path / "test")}]
+    cfg = config(tiny_zoo, tmp_path / "run", tasks=tasks,
+                 fitness={"subset_size": 10, "estimator": "mean", "calibration_merges": 0},
+                 optimizer={"name": "ga", "pop_size": 4, "generations": 2})
+    evolve(load_config(cfg))
+    n = len(records(tmp_path / "run"))
+    (tmp_path / "search.bak").mkdir()
+    for f in (tmp_path / "search").iterdir():
+        f.rename(tmp_path / "search.bak" / f.name)
+    (tmp_path / "search").rmdir()
+    save("search", 41, tmp_path / "search")  # one item more
+    with pytest.raises(EvomergeError, match="items of task mine/search changed"):
+        evolve(load_config(tmp_path / "run" / "config.yaml"), resume=True)
+    assert len(records(tmp_path / "run")) == n
+    import shutil
+
+    shutil.rmtree(tmp_path / "search")
+    (tmp_path / "search.bak").rename(tmp_path / "search")
+    again = evolve(load_config(tmp_path / "run" / "config.yaml"), resume=True)
+    assert again.new_evaluations == 0

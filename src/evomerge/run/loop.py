@@ -54,7 +54,7 @@ from evomerge.run.backends import make_backend
 from evomerge.run.baselines import model_recipe
 from evomerge.run.evaluations import EvalJob, Evaluations, Progress
 from evomerge.run.finish import EvolveResult, finish
-from evomerge.run.resume import check_resume, write_run_info
+from evomerge.run.resume import check_resume, check_task_items, write_run_info
 from evomerge.run.search import Search, TaskState
 from evomerge.run.store import LOCK_FILE, RECORD_FILE, RunLock, RunStore
 from evomerge.spaces import SearchSpace, SpaceInputs, build_space
@@ -235,6 +235,8 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
     elif run_dir.exists():  # replacing: only what evomerge wrote there
         check_replaceable(run_dir, inputs=inputs, flag="--fresh" if fresh else "run_dir")
     runner = Runner(config, run_dir, progress, log)  # validates everything; writes nothing
+    if resume:
+        check_task_items(run_dir, runner.tasks)
     make_parents(run_dir / RECORD_FILE)  # the run directory and its parents
     lock = RunLock(run_dir)
     try:
@@ -242,7 +244,7 @@ def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,
             _clear_run(run_dir)
             write_marker(run_dir, "run")
         # on resume, an allowed extension (checked above) becomes the run's config
-        write_run_info(run_dir, config)
+        write_run_info(run_dir, config, runner.tasks)
         runner.write_splits()
         atomic_write_text(run_dir / "config.yaml",
                           yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

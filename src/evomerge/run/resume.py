@@ -12,16 +12,22 @@ is done at the end (final, test_top_k, write_best).
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evomerge.config import EvolveConfig
 from evomerge.errors import ConfigError
 from evomerge.io.fingerprint import file_fingerprint
 from evomerge.io.outdir import atomic_write_text
 
+if TYPE_CHECKING:
+    from evomerge.run.search import TaskState
+
 RUN_INFO = "run.json"
+TASK_KEY = "task items: "  # the fingerprints of tasks' loaded items start with this
 # key -> "grow": may only increase (None = unlimited counts as the largest); "any": free
 SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
         "optimizer.item_budget": "grow", "optimizer.patience": "grow", "test_top_k": "any",
@@ -59,9 +65,52 @@ def fingerprints(config: EvolveConfig) -> dict[str, str]:
     return out
 
 
-def write_run_info(run_dir: Path, config: EvolveConfig) -> None:
-    info = {"config": config.model_dump(mode="json"), "fingerprints": fingerprints(config)}
+def task_fingerprints(tasks: Sequence[TaskState]) -> dict[str, str]:
+    """Each task's search and test items as loaded (ids, prompts, answers, choices): what
+    file fingerprints miss (a datasets directory, a Hub dataset, an lm-eval task's data
+    files) changes these."""
+    out = {}
+    for ts in tasks:
+        for split, task in (("search", ts.search), ("test", ts.test)):
+            rows = [[it.id, it.prompt, it.answer, list(it.choices or ())] for it in task.items]
+            digest = hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+            out[f"{TASK_KEY}{ts.name}/{split}"] = digest
+    return out
+
+
+def write_run_info(run_dir: Path, config: EvolveConfig, tasks: Sequence[TaskState]) -> None:
+    info = {"config": config.model_dump(mode="json"),
+            "fingerprints": {**fingerprints(config), **task_fingerprints(tasks)}}
     atomic_write_text(run_dir / RUN_INFO, json.dumps(info, indent=1) + "\n")
+
+
+def check_task_items(run_dir: Path, tasks: Sequence[TaskState]) -> None:
+    """Refuse a resume whose tasks' items changed since the run started (runs from before
+    these fingerprints were recorded have none to compare)."""
+    old = {k: v for k, v in _run_info(run_dir).get("fingerprints", {}).items()
+           if k.startswith(TASK_KEY)}
+    if not old:
+        return
+    now = task_fingerprints(tasks)
+    changed = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+    if changed:
+        name = changed[0].removeprefix(TASK_KEY)
+        raise ConfigError(f"the items of task {name} changed since the run started (its data "
+                          "was edited or replaced): the recorded evaluations answered the old "
+                          "ones; start a new run")
+
+
+def _run_info(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / RUN_INFO
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+        assert isinstance(info, dict)
+        return info
+    except (ValueError, AssertionError):
+        raise ConfigError(f"{path} is damaged; it records what the run was started with, so "
+                          "the run cannot be resumed safely") from None
 
 
 def check_resume(run_dir: Path, config: EvolveConfig) -> None:
@@ -72,7 +121,8 @@ def check_resume(run_dir: Path, config: EvolveConfig) -> None:
     try:
         info = json.loads(path.read_text())
         old = _flat(info["config"])
-        old_prints = dict(info["fingerprints"])
+        old_prints = {k: v for k, v in dict(info["fingerprints"]).items()
+                      if not k.startswith(TASK_KEY)}  # compared by check_task_items
     except (ValueError, KeyError, TypeError):
         raise ConfigError(f"{path} is damaged; it records what the run was started with, so "
                           "the run cannot be resumed safely") from None
