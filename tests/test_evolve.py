@@ -377,6 +377,11 @@ def test_a_batch_lowered_for_device_memory_reaches_the_report(
     report = (tmp_path / "lowered" / "report.md").read_text()
     assert "batch size lowered to 4" in report and "set batch_size: 4" in report
     assert not any("batch size" in n for n in fits.notes)
+    # `evomerge report` on the run directory (finished or not) says it too
+    from evomerge.run.report import summarize
+
+    assert summarize(tmp_path / "lowered")["notes"] == ours
+    assert summarize(tmp_path / "fits")["notes"] == []
 
 
 def test_resume_refuses_tasks_whose_items_changed(tiny_zoo: Path, tmp_path: Path) -> None:

@@ -216,6 +216,8 @@ def report(
                           *(f"{100 * b['estimates'][t]:.1f}" for t in s["tasks"]),
                           recipe_summary(b["recipe"]))
         Console(width=200).print(table)
+    for note in s["notes"]:
+        typer.echo(f"note: {note}")
 
 
 @app.command()

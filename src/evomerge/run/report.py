@@ -168,8 +168,9 @@ def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:
 def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
     """What a run directory holds so far, finished or not (the record is append-only, so a
     run in progress can be read safely): evaluations by kind, items evaluated, the best
-    candidates by estimate (for multi-fidelity runs, at the highest budget seen), and a
-    ``progress.png`` of the best estimate against candidates evaluated."""
+    candidates by estimate (for multi-fidelity runs, at the highest budget seen), what the
+    evaluators adapted (a lowered batch size), and a ``progress.png`` of the best estimate
+    against candidates evaluated."""
     from evomerge.errors import ConfigError
     from evomerge.run.store import RECORD_FILE, read_records
 
@@ -180,7 +181,7 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
     kinds: dict[str, int] = {}
     for r in records:
         kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
-    from evomerge.run.finish import candidate_order
+    from evomerge.run.finish import candidate_order, evaluation_notes
 
     cands = [r for r in records if r["kind"] == "candidate"]
     items: dict[str, int] = {}
@@ -211,4 +212,5 @@ def summarize(run_dir: Path, top: int = 5) -> dict[str, Any]:
             fig.savefig(Path(run_dir) / "progress.png", dpi=120)
         plt.close(fig)
     return {"evaluations": kinds, "items": items, "tasks": tasks, "best": best,
-            "finished": (Path(run_dir) / "result.json").exists()}
+            "finished": (Path(run_dir) / "result.json").exists(),
+            "notes": evaluation_notes(records)}
