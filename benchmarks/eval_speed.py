@@ -70,6 +70,30 @@ def items(n: int, seed: int = 0) -> tuple[list[dict], list[dict]]:
     return mc, gen
 
 
+def evomerge_tasks(mc: list[dict], gen: list[dict]) -> tuple[Any, Any]:
+    """The rows as evomerge tasks: multiple choice, and generation of 16 tokens to a newline."""
+    from evomerge.eval.tasks import Item, Task
+
+    mc_task = Task("mc", tuple(Item(str(i), r["prompt"], r["choices"][r["gold"]],
+                                    choices=tuple(r["choices"]))
+                               for i, r in enumerate(mc)), kind="multiple_choice")
+    gen_task = Task("gen", tuple(Item(str(i), r["prompt"], r["answer"])
+                                 for i, r in enumerate(gen)), max_new_tokens=16,
+                    stop=("\n",))
+    return mc_task, gen_task
+
+
+def left_pad(prompts: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded with id 0 into one batch, and its attention mask."""
+    n = max(map(len, prompts))
+    ids = torch.zeros((len(prompts), n), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, p in enumerate(prompts):
+        ids[i, n - len(p):] = torch.tensor(p)
+        mask[i, n - len(p):] = 1
+    return ids, mask
+
+
 def lm_eval_tasks(root: Path, mc: list[dict], gen: list[dict]) -> dict[str, Any]:
     from lm_eval.tasks import TaskManager
 
@@ -132,17 +156,11 @@ def main() -> None:
     from lm_eval.models.huggingface import HFLM
 
     from evomerge.eval.evaluator import Evaluator
-    from evomerge.eval.tasks import Item, Task
 
     model, tok = build(args.layers)
     n_params = sum(p.numel() for p in model.parameters())
     mc_rows, gen_rows = items(args.items)
-    mc_task = Task("mc", tuple(Item(str(i), r["prompt"], r["choices"][r["gold"]],
-                                    choices=tuple(r["choices"]))
-                               for i, r in enumerate(mc_rows)), kind="multiple_choice")
-    gen_task = Task("gen", tuple(Item(str(i), r["prompt"], r["answer"])
-                                 for i, r in enumerate(gen_rows)), max_new_tokens=16,
-                    stop=("\n",))
+    mc_task, gen_task = evomerge_tasks(mc_rows, gen_rows)
     with tempfile.TemporaryDirectory() as tmp:
         lm_tasks = lm_eval_tasks(Path(tmp), mc_rows, gen_rows)
         lm = HFLM(pretrained=model, tokenizer=tok, batch_size=16)

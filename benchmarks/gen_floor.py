@@ -45,7 +45,7 @@ def bare(model: torch.nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]
 
 
 def main() -> None:
-    from eval_speed import build, items
+    from eval_speed import build, items, left_pad
 
     from evomerge.eval.evaluator import Evaluator
     from evomerge.eval.tasks import Item, Task
@@ -62,16 +62,8 @@ def main() -> None:
                 max_new_tokens=16)
     prompts = [tok(r["prompt"])["input_ids"] for r in gen]
     order = sorted(range(len(prompts)), key=lambda k: -len(prompts[k]))
-    batches = []
-    for s in range(0, len(order), 16):
-        chunk = [prompts[k] for k in order[s: s + 16]]
-        n = max(map(len, chunk))
-        ids = torch.zeros((len(chunk), n), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(chunk):
-            ids[i, n - len(p):] = torch.tensor(p)
-            mask[i, n - len(p):] = 1
-        batches.append((ids, mask))
+    batches = [left_pad([prompts[k] for k in order[s: s + 16]])
+               for s in range(0, len(order), 16)]
     times: dict[str, list[float]] = {"generate": [], "forward passes only": []}
     for _ in range(args.reps):
         start = time.perf_counter()

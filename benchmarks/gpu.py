@@ -118,13 +118,12 @@ def live_section(work: Path, candidates: int) -> dict[str, Any]:
 def eval_section(items: int, reps: int) -> dict[str, Any]:
     import logging
 
-    from eval_speed import build, lm_eval_tasks, run_evomerge, run_lm_eval
+    from eval_speed import build, evomerge_tasks, lm_eval_tasks, run_evomerge, run_lm_eval
     from eval_speed import items as make_items
     from lm_eval.models.huggingface import HFLM
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from evomerge.eval.evaluator import Evaluator
-    from evomerge.eval.tasks import Item, Task
     from evomerge.io.checkpoint import TensorDictSource
     from evomerge.memory import auto_batch_size, available, longest_sequence, search_plan
 
@@ -138,12 +137,7 @@ def eval_section(items: int, reps: int) -> dict[str, Any]:
         max_position_embeddings=2048, tie_word_embeddings=False, pad_token_id=0,
         bos_token_id=1, eos_token_id=2)).eval()
     mc_rows, gen_rows = make_items(items)
-    mc_task = Task("mc", tuple(Item(str(i), r["prompt"], r["choices"][r["gold"]],
-                                    choices=tuple(r["choices"]))
-                               for i, r in enumerate(mc_rows)), kind="multiple_choice")
-    gen_task = Task("gen", tuple(Item(str(i), r["prompt"], r["answer"])
-                                 for i, r in enumerate(gen_rows)), max_new_tokens=16,
-                    stop=("\n",))
+    mc_task, gen_task = evomerge_tasks(mc_rows, gen_rows)
     out: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         lm_tasks = lm_eval_tasks(Path(tmp), mc_rows, gen_rows)

@@ -18,20 +18,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
-    from eval_speed import build, items
+    from eval_speed import build, items, left_pad
+    from gen_floor import bare
 
     model, tok = build(30)
     model = model.to("cuda", torch.bfloat16)
     _, gen = items(32)
 
     def batch(rows: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = [tok(r["prompt"])["input_ids"] for r in rows]
-        n = max(map(len, prompts))
-        ids = torch.zeros((len(rows), n), dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for i, p in enumerate(prompts):
-            ids[i, n - len(p):] = torch.tensor(p)
-            mask[i, n - len(p):] = 1
+        ids, mask = left_pad([tok(r["prompt"])["input_ids"] for r in rows])
         return ids.cuda(), mask.cuda()
 
     def run(ids: torch.Tensor, mask: torch.Tensor, **kw: object) -> tuple[float, torch.Tensor]:
@@ -47,18 +42,10 @@ def main() -> None:
     result: dict[str, object] = {}
     dyn = [run(*a) for _ in range(4)]
     result["dynamic_s"] = [round(t, 4) for t, _ in dyn]
-    # the forward pass alone: one prefill and 15 one-token steps without generate's machinery
+    # the forward passes alone: one prefill and 15 one-token steps without generate's machinery
     torch.cuda.synchronize()
     start = time.perf_counter()
-    with torch.no_grad():
-        out = model(input_ids=a[0], attention_mask=a[1], use_cache=True, logits_to_keep=1)
-        cache, mask, nxt = out.past_key_values, a[1], out.logits[:, -1].argmax(-1)
-        pos = a[1].sum(-1, keepdim=True)
-        for _ in range(15):
-            mask = torch.cat([mask, mask.new_ones((16, 1))], 1)
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                        past_key_values=cache, use_cache=True)
-            nxt, pos = out.logits[:, -1].argmax(-1), pos + 1
+    bare(model, [a], 16)
     torch.cuda.synchronize()
     result["bare_forward_loop_s"] = round(time.perf_counter() - start, 4)
     try:
