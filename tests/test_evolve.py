@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -411,8 +412,6 @@ def test_resume_refuses_tasks_whose_items_changed(tiny_zoo: Path, tmp_path: Path
     with pytest.raises(EvomergeError, match="items of task mine/search changed"):
         evolve(load_config(tmp_path / "run" / "config.yaml"), resume=True)
     assert len(records(tmp_path / "run")) == n
-    import shutil
-
     shutil.rmtree(tmp_path / "search")
     (tmp_path / "search.bak").rename(tmp_path / "search")
     again = evolve(load_config(tmp_path / "run" / "config.yaml"), resume=True)

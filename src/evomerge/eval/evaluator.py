@@ -307,6 +307,7 @@ class Evaluator:
             # rows are left-padded, so every row's choices end at the last position and the
             # logits of the last ``keep`` positions hold all the predictions scoring needs
             keep = max(len(rows[k]) - len(ctxs[k]) + 1 for k in batch)
+            first = width - keep  # the first kept position
             n = len(batch)
             ids = torch.full((n, width), self.tok.pad_token_id, dtype=torch.long)
             pos = torch.zeros((n, width), dtype=torch.long)
@@ -328,7 +329,6 @@ class Evaluator:
                     allow[b, at: at + seg, o: o + m] = True
                     allow[b, at: at + seg, at: at + seg] = torch.tril(
                         torch.ones(seg, seg, dtype=torch.bool))
-                    first = width - keep  # the first kept position
                     picks.append([(b, q - first, t) for q, t in zip(
                         [o + m - 1, *range(at, at + seg)], c, strict=True)])
                     choice_rows.append(k)

@@ -105,8 +105,9 @@ class Evaluations:
                                   "recipe": payloads[j][0], "tasks": result["tasks"],
                                   "seconds": result["seconds"], "worker": result["worker"],
                                   **job.extra}
-            if result.get("notes"):
+            if result.get("notes"):  # what the evaluator adapted, and the batch it kept
                 record["notes"] = result["notes"]  # type: ignore[typeddict-unknown-key]
+                record["batch_size"] = result["batch_size"]  # type: ignore[typeddict-unknown-key]
             if job.kind == "candidate":
                 assert estimate is not None
                 record["estimates"] = estimate(first[key], result["tasks"])

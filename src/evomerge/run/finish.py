@@ -87,14 +87,16 @@ def evaluation_notes(records: Iterable[dict[str, Any]]) -> list[str]:
     """What the evaluators adapted during the run (a batch size lowered after running out of
     device memory), once per worker, with the batch size to set to start there."""
     out: list[str] = []
+    kept: list[int] = []  # the batch size each evaluator went on with
     for rec in records:
         for note in rec.get("notes", ()):
             text = f"worker {rec.get('worker', 0)}: {note}"
             if text not in out:
                 out.append(text)
-    if out:
-        last = out[-1].rsplit(" ", 1)[-1]
-        out.append(f"set batch_size: {last} (or smaller) to skip the retries next time")
+        if rec.get("notes"):
+            kept.append(rec["batch_size"])
+    if kept:
+        out.append(f"set batch_size: {min(kept)} (or smaller) to skip the retries next time")
     return out
 
 

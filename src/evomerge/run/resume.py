@@ -46,8 +46,6 @@ def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): obj}
 
 
-
-
 def fingerprints(config: EvolveConfig) -> dict[str, str]:
     """Every input a recorded answer depends on: model files (weights, config, tokenizer)
     and task files."""
@@ -87,7 +85,7 @@ def write_run_info(run_dir: Path, config: EvolveConfig, tasks: Sequence[TaskStat
 def check_task_items(run_dir: Path, tasks: Sequence[TaskState]) -> None:
     """Refuse a resume whose tasks' items changed since the run started (runs from before
     these fingerprints were recorded have none to compare)."""
-    old = {k: v for k, v in _run_info(run_dir).get("fingerprints", {}).items()
+    old = {k: v for k, v in (_run_info(run_dir) or {}).get("fingerprints", {}).items()
            if k.startswith(TASK_KEY)}
     if not old:
         return
@@ -100,32 +98,36 @@ def check_task_items(run_dir: Path, tasks: Sequence[TaskState]) -> None:
                           "ones; start a new run")
 
 
-def _run_info(run_dir: Path) -> dict[str, Any]:
+def _run_info(run_dir: Path) -> dict[str, Any] | None:
+    """run.json as recorded (None for a run from before run.json: nothing to compare)."""
     path = run_dir / RUN_INFO
     if not path.exists():
-        return {}
+        return None
     try:
         info = json.loads(path.read_text())
-        assert isinstance(info, dict)
-        return info
-    except (ValueError, AssertionError):
-        raise ConfigError(f"{path} is damaged; it records what the run was started with, so "
-                          "the run cannot be resumed safely") from None
+    except ValueError:
+        raise _damaged(path) from None
+    if not isinstance(info, dict):
+        raise _damaged(path)
+    return info
+
+
+def _damaged(path: Path) -> ConfigError:
+    return ConfigError(f"{path} is damaged; it records what the run was started with, so "
+                       "the run cannot be resumed safely")
 
 
 def check_resume(run_dir: Path, config: EvolveConfig) -> None:
     """Refuse a resume whose config or inputs changed what the record's evaluations mean."""
-    path = run_dir / RUN_INFO
-    if not path.exists():  # a run from before run.json: nothing to compare
+    info = _run_info(run_dir)
+    if info is None:
         return
     try:
-        info = json.loads(path.read_text())
         old = _flat(info["config"])
         old_prints = {k: v for k, v in dict(info["fingerprints"]).items()
                       if not k.startswith(TASK_KEY)}  # compared by check_task_items
-    except (ValueError, KeyError, TypeError):
-        raise ConfigError(f"{path} is damaged; it records what the run was started with, so "
-                          "the run cannot be resumed safely") from None
+    except (KeyError, TypeError, ValueError):
+        raise _damaged(run_dir / RUN_INFO) from None
     new = _flat(config.model_dump(mode="json"))
     refused, shrunk = [], []
     # a key only the old config has is an option its component no longer declares (runs

@@ -137,5 +137,6 @@ class EvalWorker:
         if notes:
             self._reported[id(evaluator)] = len(evaluator.notes)
             out["notes"] = list(notes)
+            out["batch_size"] = evaluator.batch_size  # the size the evaluator went on with
         return out
 
