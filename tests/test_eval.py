@@ -220,7 +220,7 @@ def test_auto_batch_size_fills_the_free_memory() -> None:
 
 
 
-def test_scoring_computes_the_head_for_answer_positions_only(families) -> None:  # noqa: ANN001
+def test_scoring_computes_the_head_for_answer_positions_only(families, monkeypatch) -> None:  # noqa: ANN001
     """Multiple choice and the teacher-forced path run the vocabulary-wide head on the last
     positions only (the answers'), not on every prompt position: on a GPU, copying every
     position's log-probabilities to the host cost more than the forward pass."""
@@ -241,9 +241,13 @@ def test_scoring_computes_the_head_for_answer_positions_only(families) -> None: 
     try:
         Evaluator(model, tok, batch_size=4)(mc)
         mc_widths, widths[:] = list(widths), []
+        # the teacher-forced passes alone (items they leave unsettled would be generated)
+        monkeypatch.setattr(Evaluator, "_generate", lambda self, t, its: (
+            [False] * len(its), [""] * len(its)))
         Evaluator(model, tok, batch_size=4)(exact, method="teacher_forced")
     finally:
         handle.remove()
     # packed choices: 1 + 0 + 2 tokens after the prompt, plus the prompt's last position
     assert mc_widths == [4, 4, 4]
-    assert widths == [4, 4, 4]  # 3 answer tokens, then the end
+    # 3 answer tokens, then the end: the start-of-task check's 8 items, then the 12
+    assert widths == [4, 4] + [4, 4, 4]

@@ -34,8 +34,11 @@ def encode_answers(tok: Any, pairs: list[tuple[str, str]]
 
 def task_batches(tok: Any, task: Task, items: Sequence[Item], size: int
                  ) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches of ``size`` items, (prompt, delimiter + answer), in the order given."""
-    pairs = [(it.prompt, task.target_delimiter + it.answer) for it in items]
+    """Batches of ``size`` items, (prompt, delimiter + answer), in the order given: the
+    answer spelled as the evaluator scores it (``prompts.continuation``)."""
+    from evomerge.eval.prompts import continuation
+
+    pairs = [(it.prompt, continuation(task, it.prompt, it.answer)) for it in items]
     for i in range(0, len(pairs), size):
         ids, mask, labels = encode_answers(tok, pairs[i:i + size])
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}

@@ -3,9 +3,15 @@
 An ``Evaluator`` holds one live model and its tokenizer; the search loop swaps weights in
 place between calls, and prompts are tokenized once per task and reused for every candidate.
 Generation is greedy (transformers' ``generate``: batched, left padding, stops as soon as every
-sequence has finished). Exact-match generative tasks have a fast path that checks the
-reference answer under teacher forcing in one forward pass, which gives the same verdict as
-greedy decoding whenever the reference is the model's own tokenization of the answer.
+sequence has finished). Exact-match generative tasks have a fast path that feeds the reference
+answer under teacher forcing in one forward pass and reads off, token by token, what greedy
+decoding would produce. Where that decides the verdict (the model reproduces the answer and
+stops, or departs from it in a way no continuation can repair) it is the verdict generation
+gives; where it cannot (the model chose another spelling of the same text: other whitespace,
+another tokenization), that item is generated. So the fast path agrees with generation by
+construction, whatever the tokenizer or whitespace convention of the answers; and the first
+time a task is scored this way, a few items are also generated as a check (a disagreement
+switches the task to generation, with a note).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import torch
 
 from evomerge.errors import ConfigError, EvomergeError
 from evomerge.eval.extract import get_rule, matches
-from evomerge.eval.prompts import render
+from evomerge.eval.prompts import continuation, render
 from evomerge.eval.tasks import Item, Task
 
 Method = Literal["auto", "generate", "teacher_forced"]
@@ -64,9 +70,11 @@ class Evaluator:
         self.acc = acc
         if getattr(tokenizer, "pad_token_id", None) is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._prompts: dict[tuple[str, str], list[int]] = {}
-        self._answers: dict[tuple[str, str], list[int]] = {}
-        self._stop_ids: dict[tuple[str, ...], set[int]] = {}
+        # token caches keyed by everything that changes the tokens (the texts themselves)
+        self._prompts: dict[tuple[str, bool], list[int]] = {}
+        self._answers: dict[tuple[str, ...], list[int]] = {}
+        self._checked: dict[tuple[Any, ...], bool] = {}  # task -> fast path agreed
+        self.check_items = 8  # items generated to check the fast path, once per task
         self.notes: list[str] = []  # what was adapted on the way (a lowered batch size)
         self._keep_arg: str | None = None  # the model's logits_to_keep argument ("": none)
 
@@ -108,22 +116,27 @@ class Evaluator:
                 if task.extract != "exact" or task.language is not None:
                     raise ConfigError("the teacher-forced fast path needs extract: exact and no "
                                       "language check")
-                correct, outputs = self._teacher_forced(task, items)
+                if self._fast_path_agrees(task, items):
+                    correct, outputs = self._teacher_forced(task, items)
+                else:
+                    correct, outputs = self._generate(task, items)
             else:
                 correct, outputs = self._generate(task, items)
         return EvalResult(task=task.name, ids=[it.id for it in items],
                           correct=np.asarray(correct, dtype=bool), outputs=outputs)
 
     # -- encoding (cached per task and item) -----------------------------------------------
+    def _encode(self, text: str, special: bool) -> list[int]:
+        key = (text, special)
+        ids = self._prompts.get(key)
+        if ids is None:
+            ids = self._prompts[key] = self.tok(text, add_special_tokens=special)["input_ids"]
+        return ids
+
     def _prompt_ids(self, task: Task, item: Item, reserve: int = 1) -> list[int]:
         """The prompt's tokens, leaving ``reserve`` positions of the model's context free for
         the continuation: longer prompts are refused or cut from the left (``truncate``)."""
-        key = (task.name, item.id)
-        ids = self._prompts.get(key)
-        if ids is None:
-            text, special = render(task, item, self.tok)
-            ids = self.tok(text, add_special_tokens=special)["input_ids"]
-            self._prompts[key] = ids
+        ids = self._encode(*render(task, item, self.tok))
         if self.context is not None and len(ids) + reserve > self.context:
             room = self.context - reserve
             if task.truncate != "left" or room < 1:
@@ -150,13 +163,34 @@ class Evaluator:
         return out
 
     def _continuation_ids(self, task: Task, item: Item, text: str) -> list[int]:
-        key = (task.name, item.id + "\x00" + text)
+        """A choice's tokens after the delimiter (lm-eval's loglikelihood request)."""
+        # the answer starts the assistant's turn in a chat prompt: no delimiter there
+        plain = _word_level(self.tok) or task.chat
+        full = text if plain else task.target_delimiter + text
+        key = ("choice", full)
         ids = self._answers.get(key)
         if ids is None:
-            # the answer starts the assistant's turn in a chat prompt: no delimiter there
-            plain = _word_level(self.tok) or task.chat
-            ids = self.tok(text if plain else task.target_delimiter + text,
-                           add_special_tokens=False)["input_ids"]
+            ids = self._answers[key] = self.tok(full, add_special_tokens=False)["input_ids"]
+        return ids
+
+    def _reference_ids(self, task: Task, item: Item) -> list[int]:
+        """The tokens greedy decoding most likely writes for a right answer, right after the
+        prompt: the answer after the delimiter, one whitespace between them whichever side
+        carries it (answers written " hiss" are not scored as "  hiss"), tokenized together
+        with the prompt and split off (lm-eval's way; SentencePiece spells a word after a
+        space differently from a word on its own); ``prompts.continuation``. Only a guess
+        that saves generating: the verdict never depends on it (``_verdict``)."""
+        text, special = render(task, item, self.tok)
+        cont = item.answer if _word_level(self.tok) else continuation(task, text, item.answer)
+        key = ("reference", text, str(special), cont)
+        ids = self._answers.get(key)
+        if ids is None:
+            prompt = self._encode(text, special)
+            whole = self.tok(text + cont, add_special_tokens=special)["input_ids"]
+            if len(whole) > len(prompt) and whole[:len(prompt)] == prompt:
+                ids = whole[len(prompt):]
+            else:  # the prompt's last token merged with the answer: encode it alone
+                ids = self.tok(cont, add_special_tokens=False)["input_ids"]
             self._answers[key] = ids
         return ids
 
@@ -226,30 +260,48 @@ class Evaluator:
                 outputs[k] = text
         return correct, outputs
 
-    def _stop_token_ids(self, stops: tuple[str, ...]) -> set[int]:
-        cached = self._stop_ids.get(stops)
-        if cached is None:
-            cached = {self.tok.eos_token_id}
-            if stops:
-                for tok_id in range(len(self.tok)):
-                    text = self.tok.decode([tok_id])
-                    if text and any(text.startswith(s) for s in stops):
-                        cached.add(tok_id)
-            self._stop_ids[stops] = cached
-        return cached
+    def _eos_ids(self) -> set[int]:
+        """The tokens that end generation: the tokenizer's and the generation config's."""
+        ids = {self.tok.eos_token_id}
+        eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        ids.update(eos if isinstance(eos, (list, tuple)) else [eos])
+        return {i for i in ids if i is not None}
+
+    def _fast_path_agrees(self, task: Task, items: list[Item]) -> bool:
+        """The first time a task is scored by the fast path, a few of its items are also
+        generated; on any disagreement the task is generated from then on, said once in
+        ``notes``. (``_verdict`` makes them agree by construction; this checks that, on the
+        user's own tokenizer, the construction held.)"""
+        key = (task.name, task.target_delimiter, task.chat, task.stop, task.max_new_tokens,
+               task.fewshot, task.system)
+        agreed = self._checked.get(key)
+        if agreed is None:
+            sample = items[: self.check_items]
+            fast, _ = self._teacher_forced(task, sample)
+            slow, texts = self._generate(task, sample)
+            agreed = self._checked[key] = fast == slow
+            if not agreed:
+                k = next(i for i, (a, b) in enumerate(zip(fast, slow, strict=True)) if a != b)
+                self.notes.append(
+                    f"task {task.name!r}: the teacher-forced fast path and generation disagreed"
+                    f" on item {sample[k].id!r} (generated {texts[k]!r}, reference "
+                    f"{sample[k].answer!r}): the task is scored by generation")
+        return agreed
 
     @torch.no_grad()
     def _teacher_forced(self, task: Task, items: list[Item]) -> tuple[list[bool], list[str]]:
-        """Correct iff, fed the prompt and the reference, the model's argmax reproduces every
-        reference token and then ends (end of sequence or a stop string)."""
-        stop_ids = self._stop_token_ids(task.stop)
+        """Greedy decoding read off one forward pass over prompt + reference: the model's
+        argmax follows the reference until it departs from it, and what it wrote up to there
+        usually settles the verdict (``_verdict``). Items it does not settle are generated."""
+        eos = self._eos_ids()
         correct: list[bool] = [False] * len(items)
         outputs: list[str] = [""] * len(items)
         self.model.eval()
-        answers = [self._continuation_ids(task, it, it.answer) for it in items]
+        answers = [self._reference_ids(task, it)[: task.max_new_tokens] for it in items]
         rows = [self._prompt_ids(task, it, len(a) + 1) + a
                 for it, a in zip(items, answers, strict=True)]
         order = sorted(range(len(items)), key=lambda k: -len(rows[k]))
+        unsettled: list[int] = []
         for start, end in self._chunks([len(rows[k]) for k in order]):
             batch = order[start:end]
             ids, mask = self._left_pad([rows[k] for k in batch])
@@ -259,9 +311,15 @@ class Evaluator:
                 a = answers[k]
                 first = keep - len(a) - 1  # position predicting the first answer token
                 got = pred[b, first:].tolist()  # len(a) + 1 predictions
-                ok = got[: len(a)] == a and got[len(a)] in stop_ids
-                correct[k] = ok
-                outputs[k] = items[k].answer if ok else self.tok.decode(got[: len(a)])
+                verdict = _verdict(self.tok, task, items[k].answer, a, got, eos)
+                if verdict is None:
+                    unsettled.append(k)
+                else:
+                    correct[k], outputs[k] = verdict
+        if unsettled:  # another spelling of what may be the answer: generate those
+            ok, texts = self._generate(task, [items[k] for k in unsettled])
+            for k, c, t in zip(unsettled, ok, texts, strict=True):
+                correct[k], outputs[k] = c, t
         return correct, outputs
 
     @torch.no_grad()
@@ -401,6 +459,39 @@ def _stop_criteria(tok: Any, stops: tuple[str, ...], prompt_len: int) -> Any:
             return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
     return StoppingCriteriaList([StopOnText()])
+
+
+def _verdict(tok: Any, task: Task, answer: str, ref: list[int], got: list[int],
+             eos: set[int]) -> tuple[bool, str] | None:
+    """(correct, text) that greedy generation would give, from teacher forcing ``ref``
+    (``got``: the argmax after the prompt and after each reference token), or None when
+    these predictions cannot tell.
+
+    Greedy decoding writes ``ref`` up to the first prediction that departs from it, then
+    that prediction: those tokens are known. Generation ends at an end-of-sequence token, a
+    stop string or ``max_new_tokens``; if it ended within the known tokens, their text
+    decides, exactly as generation's text is judged (cut at the stop, stripped, compared).
+    If it did not, the text so far decides only when no continuation can turn it into the
+    answer (the exact rule compares stripped text)."""
+    n = next((i for i, (r, g) in enumerate(zip(ref, got, strict=False)) if r != g), len(ref))
+    known = ref[:n] + got[n: n + 1]
+    ended = next((i for i, t in enumerate(known) if t in eos), None)
+    if ended is not None:
+        known = known[:ended]
+    elif len(known) >= task.max_new_tokens:
+        known, ended = known[: task.max_new_tokens], task.max_new_tokens
+    text = tok.decode(known, skip_special_tokens=True)
+    if ended is not None or any(s in text for s in task.stop):
+        text = _cut_at_stop(text, task.stop)
+        return text.strip() == answer.strip(), text
+    if text.endswith("\ufffd"):  # a character split over tokens: wait for the rest
+        return None
+    target, written = answer.strip(), text.lstrip()
+    if not written or target.startswith(written):
+        return None  # may still become the answer
+    if written.startswith(target) and not written[len(target):].strip():
+        return None  # the answer and whitespace so far: depends on what follows
+    return False, text
 
 
 def _cut_at_stop(text: str, stops: tuple[str, ...]) -> str:

@@ -54,3 +54,14 @@ def render(task: Task, item: Item, tokenizer: Any) -> tuple[str, bool]:
     except Exception as exc:  # jinja raises its own errors (e.g. no system role)
         raise ConfigError(f"task {task.name!r}: the chat template failed: {exc}") from None
     return str(text), False
+
+
+def continuation(task: Task, prompt: str, answer: str) -> str:
+    """The text a right answer continues ``prompt`` with: the answer after the task's
+    delimiter, with one whitespace between them whichever side carries it. Answers are
+    commonly written with their leading space (" hiss", the prompt/completion format);
+    adding the delimiter to those would ask for two spaces, a text no model writes. In a
+    chat prompt the answer starts the assistant's turn: no delimiter there."""
+    if task.chat or prompt[-1:].isspace() or answer[:1].isspace():
+        return answer
+    return task.target_delimiter + answer
