@@ -67,6 +67,10 @@ def fed_ids(model: torch.nn.Module, evaluator: Evaluator, task: Task) -> list[li
         seen.extend(row[m.bool()].tolist() for row, m in zip(x, mask, strict=True))
 
     handle = model.register_forward_pre_hook(hook, with_kwargs=True)
+    # the teacher-forced pass alone: no start-of-task check, no generation of the items it
+    # leaves unsettled
+    evaluator.check_items = 0
+    evaluator._generate = lambda t, its: ([False] * len(its), [""] * len(its))  # type: ignore[method-assign]
     try:
         evaluator(task, method="teacher_forced")
     finally:
