@@ -53,7 +53,22 @@ def np_merge(config: Any, *, force: bool = False) -> Any:
     return run(config, force=force)
 
 
+def eval_models(paths: Any, tasks: Any, **options: Any) -> Any:
+    """Score models, adapters or recipes on tasks (``evomerge eval``; the package
+    ``evomerge.eval`` holds the evaluator): ``tasks`` is a tasks YAML path (a list of task
+    entries, or an evolve config) or a list of ``TaskConfig``. Options: split, device, dtype,
+    batch_size, seed. Returns an ``EvalReport`` (``.to_json()``)."""
+    from evomerge.config import load_tasks
+    from evomerge.eval.job import eval_models as run
+
+    if isinstance(tasks, (str, Path)):
+        tasks = load_tasks(tasks).tasks
+    return run([str(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)],
+               tasks, **options)
+
+
 __all__ = [
+    "eval_models",
     "evolve",
     "np_merge",
     "ConfigError",

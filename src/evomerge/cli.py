@@ -81,6 +81,66 @@ def init(
     typer.echo(f"wrote {path}: edit it, then run evomerge evolve {path}")
 
 
+@app.command("eval")
+def eval_command(
+    paths: Annotated[list[str], typer.Argument(
+        help="Model directories, LoRA adapters (or BASE+ADAPTER) or recipe YAML files.")],
+    tasks: Annotated[Path, typer.Option(
+        "--tasks", help="Tasks YAML: a list of task entries as in an evolve config's tasks: "
+        "(an evolve config works too).")],
+    split: Annotated[str, typer.Option(help="test (held-out) or search.")] = "test",
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Also write scores, intervals and per-item answers here.")] = None,
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    batch_size: Annotated[int, typer.Option(help="Items per forward pass.")] = 16,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing --json file.")
+                     ] = False,
+) -> None:
+    """Score models, adapters or recipes on tasks: accuracy with item counts and 95 %
+    intervals, each model against the first on the same items (Python: evomerge.eval_models)."""
+    from evomerge.config import load_tasks
+    from evomerge.eval.job import eval_models
+    from evomerge.io.outdir import atomic_write_text
+
+    config = load_tasks(tasks)
+    if json_out is not None:
+        if json_out.exists() and not force:
+            raise EvomergeError(f"{json_out} exists (--force to replace it, or another --json)")
+        if json_out.is_dir():
+            raise EvomergeError(f"--json {json_out} is a directory; name a file")
+    _on_interrupt("interrupted; nothing was written")
+    report = eval_models(paths, config.tasks, split=split, device=device,  # type: ignore[arg-type]
+                         dtype=dtype, batch_size=batch_size, log=err.print)
+    _print_scores(report)
+    if json_out is not None:
+        import json
+
+        atomic_write_text(json_out, json.dumps(report.to_json(), indent=2))
+        typer.echo(f"wrote {json_out}")
+
+
+def _print_scores(report) -> None:  # noqa: ANN001
+    from rich.table import Table
+
+    names = list(report.models[0].tasks)
+    sizes = sorted({s.n for m in report.models for s in m.tasks.values()})
+    table = Table(title=f"{report.split} split: accuracy % [95 % interval], "
+                  f"{'/'.join(map(str, sizes))} items")
+    table.add_column("model")
+    for n in names:
+        table.add_column(n, justify="right")
+    for m in report.models:
+        table.add_row(m.label, *(f"{100 * s.accuracy:.1f} [{100 * s.interval[0]:.1f}-"
+                                 f"{100 * s.interval[1]:.1f}]" for s in m.tasks.values()))
+    Console().print(table)
+    for m in report.models:
+        for note in m.notes:
+            err.print(f"note: {m.label}: {note}", highlight=False, markup=False)
+    for c in report.comparisons:
+        typer.echo(c["sentence"])
+
+
 @app.command("methods")
 def list_methods() -> None:
     """List merge methods and their parameters."""
@@ -248,20 +308,31 @@ def dashboard(
     serve(run_dir, port=port, log=typer.echo)
 
 
+MAX_ROWS = 20  # rows of the final table on the terminal (all of them in report.md)
+
+
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 
-    from evomerge.run.report import final_columns, final_rows
+    from evomerge.run.report import final_columns, final_rows, item_counts
 
     names = list(next(iter(result.test.values())))
+    more = 0
     if result.final:  # estimate, validation and test of every contender of the final choice
         table = Table(title="final choice: accuracy (%) on the search subset (estimate), the "
-                      "whole search split (validation) and the held-out test split")
+                      "whole search split (validation) and the held-out test split, with "
+                      f"the 95 % interval ({item_counts(result.final, names)})")
         table.add_column("model")
         table.add_column("role")
         for column in final_columns(names):
             table.add_column(column, justify="right")
-        for r, cells in final_rows(result.final, names):
+        rows = final_rows(result.final, names, noise="short")
+        # at most MAX_ROWS: the answer, the inputs and baselines, then the best candidates
+        room = MAX_ROWS - sum(r["chosen"] or r["role"] != "candidate" for r, _ in rows)
+        shown = [(r, c) for r, c in rows if r["chosen"] or r["role"] != "candidate"
+                 or (room := room - 1) >= 0]
+        more = len(rows) - len(shown)
+        for r, cells in shown:
             table.add_row(("* " if r["chosen"] else "") + r["label"], r["role"], *cells)
     else:
         table = Table(title="held-out test accuracy (%)")
@@ -271,6 +342,8 @@ def _print_result(result) -> None:  # noqa: ANN001
         for label, accs in result.test.items():
             table.add_row(label, *(f"{100 * accs[n]:.1f}" for n in names))
     Console().print(table)
+    if more:
+        typer.echo(f"({more} more candidates in {result.run_dir / 'report.md'})")
     for note in result.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     typer.echo(f"run directory: {result.run_dir} (report.md, plots, best/ checkpoint); "

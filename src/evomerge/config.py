@@ -169,6 +169,9 @@ class FinalConfig(_Strict):
 
     top_k: int = Field(default=8, ge=1)  # candidates re-scored on the whole search split
     baselines: bool = True  # also the hand-set recipes (task arithmetic, TIES, ...)
+    # several tasks: the Pareto set re-scored beside them, identical score vectors once, at
+    # most this many (each task's best, then the most spread out by crowding distance)
+    pareto_max: int = Field(default=8, ge=1)
 
 
 class DataConfig(_Strict):
@@ -258,12 +261,49 @@ class EvolveConfig(_Strict):
             data["data"]["file"] = fix(data["data"]["file"])
             data["data"]["include_path"] = fix(data["data"]["include_path"])
         for t in data["tasks"]:
-            t["search"], t["test"] = fix(t["search"]), fix(t["test"])
-            t["include_path"] = fix(t["include_path"])
-            t["fewshot_from"] = fix(t["fewshot_from"])
-            if t["lm_eval"] and t["lm_eval"].endswith((".yaml", ".yml")):
-                t["lm_eval"] = fix(t["lm_eval"])
+            _resolve_task(t, base_dir)
         return EvolveConfig.model_validate(data)
+
+
+def _resolve_task(t: dict[str, Any], base_dir: Path) -> None:
+    """A task entry's paths, relative to the file that names them."""
+    for key in ("search", "test", "include_path", "fewshot_from"):
+        t[key] = _resolve(t[key], base_dir)
+    if t["lm_eval"] and t["lm_eval"].endswith((".yaml", ".yml")):
+        t["lm_eval"] = _resolve(t["lm_eval"], base_dir)
+
+
+class TasksConfig(_Strict):
+    """``evomerge eval --tasks``: task entries as in an evolve config's ``tasks:`` (a list,
+    a mapping with ``tasks:``, or an evolve config itself, whose other keys are ignored)."""
+
+    tasks: list[TaskConfig] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique(self) -> TasksConfig:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"task name {next(n for n in names if names.count(n) > 1)!r} "
+                             "appears twice")
+        return self
+
+    def resolved(self, base_dir: Path) -> TasksConfig:
+        data = self.model_dump()
+        for t in data["tasks"]:
+            _resolve_task(t, base_dir)
+        return TasksConfig.model_validate(data)
+
+
+def load_tasks(path: str | Path) -> TasksConfig:
+    data = load_yaml_file(Path(path), "tasks file")
+    if isinstance(data, dict) and "tasks" in data:
+        data = {"tasks": data["tasks"]}
+    elif isinstance(data, list):
+        data = {"tasks": data}
+    else:
+        raise ConfigError(f"tasks file {path}: expected a list of tasks or a mapping with "
+                          "tasks: (an evolve config works too)")
+    return _load(TasksConfig, (data, Path(path).resolve().parent))
 
 
 class NPMergeConfig(_Strict):
@@ -338,7 +378,10 @@ def _resolve(p: str | None, base_dir: Path) -> str | None:
     return None if p is None else resolve_relative(p, base_dir)
 
 
-def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:
+def _read(source: str | Path | dict[str, Any] | tuple[dict[str, Any], Path]
+          ) -> tuple[dict[str, Any], Path]:
+    if isinstance(source, tuple):  # data already read, and the folder its paths are in
+        return source
     if isinstance(source, dict):
         return source, Path.cwd()
     path = Path(source)
@@ -348,7 +391,8 @@ def _read(source: str | Path | dict[str, Any]) -> tuple[dict[str, Any], Path]:
     return data, path.resolve().parent
 
 
-def _load(model: type[Any], source: str | Path | dict[str, Any]) -> Any:
+def _load(model: type[Any], source: str | Path | dict[str, Any] | tuple[dict[str, Any], Path]
+          ) -> Any:
     data, base_dir = _read(source)
     try:
         return model.model_validate(data).resolved(base_dir)

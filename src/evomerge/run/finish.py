@@ -7,6 +7,13 @@ validation items), together with the input models and the hand-set baselines, an
 validation. Nothing worse on validation than the best baseline is ever returned: when no
 candidate beats it, the run says so and returns the baseline. The chosen merge, the other
 contenders and the baselines are then tested on the held-out split.
+
+Every score comes with its item count and a 95 % interval, and the answer is compared with
+the best input model and the best hand-set baseline item by item (stats.py): a gain within
+noise, or one that reverses on the test items, is said in plain words. The rule that picks
+the answer stays "best on validation": preferring a simpler recipe within noise would need
+a ranking of simplicity across methods and spaces that no one agrees on, and the paired
+comparison already tells the user when the difference is not real.
 """
 
 from __future__ import annotations
@@ -23,6 +30,9 @@ from evomerge.recipe import MergeRecipe
 from evomerge.run.baselines import hand_set_recipes, input_recipes
 from evomerge.run.evaluations import EvalJob, EvalRecord, Evaluations
 from evomerge.run.search import TaskState, recipe_text
+from evomerge.stats import paired, wilson
+
+Correct = dict[str, dict[str, int]]  # task -> item id -> 0/1
 
 
 @dataclass
@@ -40,6 +50,8 @@ class EvolveResult:
     # estimates, validation and test accuracy per task; "chosen" marks the answer
     final: list[dict[str, Any]] = field(default_factory=list)
     chosen: str = "best"  # the label of the final answer among ``final``
+    # the answer against the best input and the best baseline, item by item (stats.Paired)
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -51,6 +63,22 @@ class Contender:
     index: int | None = None  # candidates: position among the ranked candidate records
     validation: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
+    validation_items: Correct = field(default_factory=dict)
+    test_items: Correct = field(default_factory=dict)
+
+    def row(self, chosen: bool) -> dict[str, Any]:
+        """The contender as a row of result.json's ``final``: scores with item counts and
+        95 % intervals per task."""
+        def noise(items: Correct) -> dict[str, Any]:
+            return {t: {"n": len(v), "right": sum(v.values()),
+                        "interval": list(wilson(sum(v.values()), len(v)))}
+                    for t, v in items.items()}
+
+        return {"label": self.label, "role": self.role, "chosen": chosen,
+                "estimates": self.estimates, "validation": self.validation, "test": self.test,
+                "validation_noise": noise(self.validation_items),
+                "test_noise": noise(self.test_items),
+                "recipe": self.recipe.model_dump(mode="json", exclude_none=True)}
 
     def score(self) -> float:
         """What the final choice maximises: mean validation accuracy over the tasks."""
@@ -69,6 +97,38 @@ def pareto_front(points: np.ndarray) -> np.ndarray:
 
 def _accuracies(rec: EvalRecord) -> dict[str, float]:
     return {t: r["accuracy"] for t, r in rec["tasks"].items()}
+
+
+def _correct(rec: EvalRecord) -> Correct:
+    return {t: dict(zip(r["ids"], r["correct"], strict=True)) for t, r in rec["tasks"].items()}
+
+
+def bounded_front(points: np.ndarray, front: np.ndarray, cap: int) -> np.ndarray:
+    """The Pareto set as the final step re-scores it: candidates with identical score
+    vectors count once (the first asked), and at most ``cap`` of them: each objective's best,
+    then the most spread out (pymoo's crowding distance). With several tasks scored on a
+    few items, ties are the rule, and a hundred tied candidates re-validated cost as long as
+    the search itself."""
+    seen: dict[tuple[float, ...], int] = {}
+    for i in front.tolist():
+        seen.setdefault(tuple(np.round(points[i], 12)), i)
+    unique = np.array(sorted(seen.values()), dtype=int)
+    if len(unique) <= cap:
+        return unique
+    from pymoo.operators.survival.rank_and_crowding.metrics import calc_crowding_distance
+
+    keep: list[int] = []
+    for k in range(points.shape[1]):
+        best = int(unique[np.argmax(points[unique, k])])
+        if best not in keep and len(keep) < cap:
+            keep.append(best)
+    crowd = calc_crowding_distance(-points[unique])
+    for j in np.argsort(-crowd, kind="stable"):
+        if len(keep) >= cap:
+            break
+        if int(unique[j]) not in keep:
+            keep.append(int(unique[j]))
+    return np.array(sorted(keep), dtype=int)
 
 
 def candidate_order(records: list[Any]) -> list[Any]:
@@ -127,7 +187,7 @@ def _full_search(evals: Evaluations, contenders: list[Contender], cands: list[Ev
                     len(set(own["tasks"][t]["ids"])) == n for t, n in sizes.items()):
                 rec = own
             if rec is not None:
-                c.validation = _accuracies(rec)
+                c.validation, c.validation_items = _accuracies(rec), _correct(rec)
             else:
                 jobs.append(EvalJob("validation", c.recipe, {}))
                 owners.append(c)
@@ -137,7 +197,7 @@ def _full_search(evals: Evaluations, contenders: list[Contender], cands: list[Ev
             else list(evals.run(jobs, "validation", lambda: "whole search split")))
         for c, rec in zip(owners, recs, strict=True):
             if rec is not None:
-                c.validation = _accuracies(rec)
+                c.validation, c.validation_items = _accuracies(rec), _correct(rec)
     contenders[:] = [c for c in contenders if c.validation]
 
 
@@ -147,7 +207,8 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
     cands = _ranked_candidates(evals)
     est = np.array([[rec["estimates"][n] for n in names] for rec in cands])
     order = np.argsort(-est.mean(axis=1), kind="stable")
-    pareto_idx = pareto_front(est) if len(names) > 1 else np.array([order[0]])
+    pareto_idx = (bounded_front(est, pareto_front(est), cfg.final.pareto_max)
+                  if len(names) > 1 else np.array([order[0]]))
     picked: list[int] = []
     texts: set[str] = set()  # a recipe asked twice is one contender
     for i in [*order.tolist(), *pareto_idx.tolist()]:
@@ -173,7 +234,8 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
         or c.index in pareto_idx]
     recs = evals.run([EvalJob("test", c.recipe, {}, "test") for c in tested], "test")
     for c, rec in zip(tested, recs, strict=True):
-        c.test = _accuracies(rec)
+        c.test, c.test_items = _accuracies(rec), _correct(rec)
+    comparisons = compare_answer(chosen, contenders, notes)
     # "best" is the answer; a chosen baseline keeps its own row too
     test = {"best": chosen.test, **{c.label: c.test for c in tested
                                     if c is not chosen or c.role != "candidate"}}
@@ -188,10 +250,8 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
         run_dir=run_dir, best_recipe=answer, best_estimate=chosen.estimates or {},
         test=test, pareto=pareto, evaluations=len(evals.store.records),
         new_evaluations=evals.new, history=history, notes=notes,
-        final=[{"label": c.label, "role": c.role, "chosen": c is chosen,
-                "estimates": c.estimates, "validation": c.validation, "test": c.test,
-                "recipe": c.recipe.model_dump(mode="json", exclude_none=True)}
-               for c in contenders], chosen=chosen.label)
+        final=[c.row(c is chosen) for c in contenders], chosen=chosen.label,
+        comparisons=comparisons)
     from evomerge.run.report import write_report
 
     write_report(result, names, est,
@@ -205,6 +265,28 @@ def finish(run_dir: Path, cfg: Any, tasks: list[TaskState], evals: Evaluations,
         merge_to_disk(answer, best_dir, seed=cfg.seed, dtype=cfg.dtype,
                       out_dtype=cfg.dtype, force=True, statistics_dir=run_dir / "statistics")
     return result
+
+
+def compare_answer(chosen: Contender, contenders: list[Contender], notes: list[str]
+                   ) -> list[dict[str, Any]]:
+    """The answer against the best input model and the best hand-set baseline (by
+    validation; the answer itself excluded), on the same validation and test items. Each
+    test comparison is also a note: a plain sentence that says whether the gain is real."""
+    out: list[dict[str, Any]] = []
+    for role in ("input", "baseline"):
+        others = [c for c in contenders if c.role == role and c is not chosen]
+        if not others:
+            continue
+        other = max(others, key=Contender.score)
+        for split in ("validation", "test"):
+            mine, theirs = getattr(chosen, f"{split}_items"), getattr(other, f"{split}_items")
+            if not mine or not theirs:
+                continue
+            cmp = paired(mine, theirs, other.label)
+            out.append({"role": role, "split": split, **cmp.as_dict()})
+            if split == "test":
+                notes.append(cmp.sentence("held-out test"))
+    return out
 
 
 def _choose(contenders: list[Contender], notes: list[str]) -> Contender:

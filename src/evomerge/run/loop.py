@@ -54,6 +54,7 @@ from evomerge.run.backends import make_backend
 from evomerge.run.baselines import model_recipe
 from evomerge.run.evaluations import EvalJob, Evaluations, Progress
 from evomerge.run.finish import EvolveResult, finish
+from evomerge.run.precheck import check_inputs
 from evomerge.run.resume import check_resume, check_task_items, write_run_info
 from evomerge.run.search import Search, TaskState
 from evomerge.run.store import LOCK_FILE, RECORD_FILE, RunLock, RunStore
@@ -69,6 +70,7 @@ class Runner:
     def __init__(self, config: EvolveConfig, run_dir: Path, progress: Progress | None = None,
                  log: Callable[[str], None] | None = None) -> None:
         self.cfg, self.run_dir = config, run_dir
+        self.config_path = str(run_dir / "config.yaml")  # what `evomerge eval --tasks` reads
         self.progress = progress or (lambda *a: None)
         self.log = log or (lambda s: None)
         resolve_device(config.device)  # a CUDA request without CUDA fails here
@@ -200,6 +202,9 @@ class Runner:
 
     def run(self, store: RunStore) -> EvolveResult:
         evals = Evaluations(store, self.backend, self.progress)
+        warnings = check_inputs(self.cfg, self.tasks, evals, self.config_path)
+        for w in warnings:
+            self.log(f"warning: {w}")
         self.calibrate(evals)
         o = self.cfg.optimizer
         initial = self.space.endpoints() if o.seed_endpoints else None
@@ -207,7 +212,8 @@ class Runner:
         search = Search(self.space, self.tasks, evals, optimizer,
                         self.optimizer_cls.termination(o))
         history = search.run()
-        return finish(self.run_dir, self.cfg, self.tasks, evals, history, self.space.notes)
+        return finish(self.run_dir, self.cfg, self.tasks, evals, history,
+                      [*warnings, *self.space.notes])
 
 
 def evolve(config: EvolveConfig, *, resume: bool = False, fresh: bool = False,

@@ -106,9 +106,23 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
         lines += ["## Final choice", "",
                   "The top candidates by estimate, the input models and the hand-set baselines, "
                   "re-scored on the whole search split (validation); the answer (**bold**) is "
-                  "the best there. Test: the held-out split. Accuracy in %. Any row: "
+                  "the best there. Test: the held-out split. Accuracy in % with its 95 % "
+                  f"interval (Wilson; {item_counts(result.final, tasks)}). Any row: "
                   "`evomerge export RUN_DIR LABEL -o OUT`.", "",
                   *final_table(result.final, tasks), ""]
+    if result.comparisons:
+        lines += ["## Is the gain real?", "",
+                  f"The answer ({result.chosen}) against the best input model and the best "
+                  "hand-set baseline on the same items (McNemar's exact test; a gain is "
+                  "real at p < 0.05).", "",
+                  "| against | role | split | items | right only for the answer | "
+                  "right only for the other | gain (points) | p | real |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for c in result.comparisons:
+            lines.append(f"| {c['against']} | {c['role']} | {c['split']} | {c['items']} | "
+                         f"{c['wins']} | {c['losses']} | {100 * c['gain']:+.1f} | "
+                         f"{c['p']:.2g} | {'yes' if c['real'] else 'no'} |")
+        lines.append("")
     lines += ["## Held-out test accuracy", "",
               "| model | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for label, accs in result.test.items():
@@ -123,8 +137,9 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     atomic_write_text(out / "result.json", json.dumps(
         {"best_recipe": result.best_recipe.model_dump(mode="json", exclude_none=True),
          "best_estimate": result.best_estimate, "chosen": result.chosen,
-         "test": result.test, "final": result.final, "history": result.history,
-         "pareto": result.pareto, "notes": result.notes}, indent=2))
+         "test": result.test, "final": result.final, "comparisons": result.comparisons,
+         "history": result.history, "pareto": result.pareto, "notes": result.notes},
+        indent=2))
 
 
 def final_columns(tasks: list[str]) -> list[str]:
@@ -134,22 +149,48 @@ def final_columns(tasks: list[str]) -> list[str]:
             for k in ("estimate", "validation", "test")]
 
 
-def final_rows(final: list[dict[str, Any]], tasks: list[str]
+def final_rows(final: list[dict[str, Any]], tasks: list[str], noise: str = "interval"
                ) -> list[tuple[dict[str, Any], list[str]]]:
     """The contenders of the final choice, the answer first, then candidates, then the
-    others, each by validation; with their cells in % (blank where not measured)."""
+    others, each by validation; with their cells in % (blank where not measured), the
+    validation and test cells with their 95 % interval: ``noise`` "interval" writes
+    "25.3 [20.1-31.0]", "short" writes "25.3 [20-31]", "" nothing."""
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.1f}"
+
+    def cell(row: dict[str, Any], split: str, t: str) -> str:
+        value = row[split].get(t)
+        band = (row.get(f"{split}_noise") or {}).get(t)
+        if value is None or not band or not noise:
+            return pct(value)
+        lo, hi = band["interval"]
+        if noise == "short":
+            return f"{pct(value)} [{100 * lo:.0f}-{100 * hi:.0f}]"
+        return f"{pct(value)} [{pct(lo)}-{pct(hi)}]"
 
     rows = []
     for row in sorted(final, key=lambda r: (not r["chosen"], r["role"] != "candidate",
                                             -np.mean(list(r["validation"].values())))):
         cells: list[str] = []
         for t in tasks:
-            cells += [pct((row["estimates"] or {}).get(t)), pct(row["validation"].get(t)),
-                      pct(row["test"].get(t))]
+            cells += [pct((row["estimates"] or {}).get(t)), cell(row, "validation", t),
+                      cell(row, "test", t)]
         rows.append((row, cells))
     return rows
+
+
+def item_counts(final: list[dict[str, Any]], tasks: list[str]) -> str:
+    """"validation 240, test 120 items" (per task when they differ): what the intervals
+    rest on."""
+    parts = []
+    for split in ("validation", "test"):
+        counts = {t: max((r.get(f"{split}_noise") or {}).get(t, {}).get("n", 0)
+                         for r in final) for t in tasks}
+        if len(set(counts.values())) == 1:
+            parts.append(f"{split} {next(iter(counts.values()))}")
+        else:
+            parts.append(f"{split} " + ", ".join(f"{t} {n}" for t, n in counts.items()))
+    return ", ".join(parts) + " items"
 
 
 def final_table(final: list[dict[str, Any]], tasks: list[str]) -> list[str]:

@@ -33,6 +33,7 @@ SAFE = {"optimizer.generations": "grow", "optimizer.trials": "grow",
         "optimizer.item_budget": "grow", "optimizer.patience": "grow", "test_top_k": "any",
         "write_best": "any", "device": "any", "offload": "any", "batch_size": "any",
         "run_dir": "any", "final.top_k": "any", "final.baselines": "any",
+        "final.pareto_max": "any",
         "memory_check": "any"}
 SAFE_PREFIXES = ("backend.",)
 

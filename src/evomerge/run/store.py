@@ -22,7 +22,7 @@ from evomerge.errors import EvomergeError
 RECORD_FILE = "evaluations.jsonl"
 TORN_FILE = "evaluations.jsonl.torn"
 LOCK_FILE = ".lock"
-KINDS = ("calibration", "candidate", "test", "validation")
+KINDS = ("calibration", "candidate", "check", "test", "validation")
 
 
 class RecordError(EvomergeError):
