@@ -103,16 +103,16 @@ class TaskConfig(_Strict):
     test: str | None = None  # the held-out file the report's test column uses
     options: dict[str, Any] = {}  # file tasks: field names, generation, few-shot, chat
     fewshot_from: str | None = None  # a file of few-shot examples (same fields as the task)
-    # lm-eval tasks: the task, extra task folders, few-shot count, the per-item metric
-    # (default the task's first), and the split of its documents (see eval/lm_eval_tasks.py)
-    lm_eval: str | None = None  # an lm-eval task name or task YAML path
+    # lm-eval tasks (eval/lm_eval_tasks.py): the task, extra task folders, few-shot count,
+    # the per-item metric, and the split of its documents
+    lm_eval: str | None = None  # an lm-eval task name or task YAML path (extra [lm-eval])
     include_path: str | None = None  # a folder of extra lm-eval task YAML
     num_fewshot: int | None = Field(default=None, ge=0)  # lm-eval's few-shot count
     metric: str | None = None  # the per-item metric (default: the task's first)
-    # without validation and test docs: sizes of the seeded disjoint split of one set
-    search_size: int | None = Field(default=None, ge=1)
-    test_size: int | None = Field(default=None, ge=1)
-    split_seed: int = 0  # seed of that split
+    # lm-eval tasks without validation and test docs: a seeded disjoint split of one set
+    search_size: int | None = Field(default=None, ge=1)  # lm-eval: search docs of that split
+    test_size: int | None = Field(default=None, ge=1)  # lm-eval: test docs of that split
+    split_seed: int = 0  # lm-eval: seed of that split
 
     @model_validator(mode="after")
     def _source(self) -> TaskConfig:
@@ -141,6 +141,7 @@ class FitnessConfig(_Strict):
     extraction: Annotated[str, AfterValidator(
         lambda v: v if v == "auto" else _registered("extraction", v))] = "auto"
     stratify_by: str | None = None  # the item metadata field of stratified extraction
+    # the full-split accuracy estimated from the subset's answers (docs/estimators.md)
     estimator: Annotated[str, AfterValidator(lambda v: _registered("estimator", v))] = "gmpirt"
     delta: float | Literal["auto"] = 0.5  # mp-IRT's mixing weight (auto: fitted)
     irt_kind: Literal["1pl", "2pl", "mirt"] = "mirt"  # the IRT model fitted for estimators
@@ -331,7 +332,7 @@ class NPMergeConfig(_Strict):
     # held-out items the merge is checked on: these, or (null) this fraction of data's
     # items, drawn with the seed and never trained on; 0 turns validation off
     validation: DataConfig | None = None
-    validation_fraction: float = Field(default=0.2, ge=0, lt=1)
+    validation_fraction: float = Field(default=0.2, ge=0, lt=1)  # see validation
     eval_every: int = Field(default=10, ge=1)  # steps between validation checks
     # stop after this many checks without a lower validation loss (null: never); the
     # coefficients of the lowest are kept either way

@@ -48,14 +48,19 @@ def comments(cls: type) -> dict[str, str]:
     for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
-        text = [notes[n] for n in range(node.lineno, (node.end_lineno or node.lineno) + 1)
+        def clean(note: str) -> str:
+            return re.sub(r"\s*(type: ignore\S*|noqa\S*)", "", note).strip()
+
+        text = [clean(notes[n]) for n in range(node.lineno, (node.end_lineno or node.lineno) + 1)
                 if n in notes and not lines[n - 1].lstrip().startswith("#")]
         above, n = [], node.lineno - 1
         while n in notes and lines[n - 1].lstrip().startswith("#"):
             above.insert(0, notes[n])
             n -= 1
-        note = " ".join(above + text)
-        out[node.target.id] = re.sub(r"\s*(type: ignore\S*|noqa\S*)", "", note).strip()
+        # a field's own comment on its line wins; a comment block above belongs to the
+        # field only when it has none (a block above a group of fields is not run into the
+        # first field's meaning)
+        out[node.target.id] = " ".join([t for t in text if t] or above)
     return out
 
 

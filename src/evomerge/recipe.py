@@ -81,8 +81,8 @@ class TokenizerSettings(_Strict):
     """mergekit's ``tokenizer:`` block (see merge/vocab.py)."""
 
     source: str = "union"  # base, union or a model directory
-    tokens: dict[str, TokenSettings] | None = None
-    pad_to_multiple_of: int | None = Field(default=None, ge=1)
+    tokens: dict[str, TokenSettings] | None = None  # per-token settings (where a row comes from)
+    pad_to_multiple_of: int | None = Field(default=None, ge=1)  # pad the vocabulary size
 
 
 class MergeRecipe(_Strict):

@@ -65,7 +65,9 @@ class SMACOptions(OptimizerOptions):
     # the fidelity is a number of search items per task, from min_items to max_items
     # (default: 100 to 1000, scaled down to the smallest task's search split)
     eta: int = Field(default=3, ge=2)  # Hyperband's reduction factor
+    # the lowest fidelity, in search items per task (default 1/10 of max_items)
     min_items: int | None = Field(default=None, ge=1)
+    # the highest fidelity (default min(1000, the smallest task's search split))
     max_items: int | None = Field(default=None, ge=1)
     trials: int | None = Field(default=None, ge=1)  # default pop_size * generations
 

@@ -23,9 +23,9 @@ class RayOptions(BackendOptions):
     name: Literal["ray"] = "ray"
     # an existing Ray cluster ("auto", "ray://host:10001"); None: start a local one
     address: str | None = None
-    workers: int = Field(default=2, ge=1)
-    cpus_per_worker: float = Field(default=1.0, gt=0)
-    gpus_per_worker: float = Field(default=0.0, ge=0)
+    workers: int = Field(default=2, ge=1)  # evaluation actors, each with its own model
+    cpus_per_worker: float = Field(default=1.0, gt=0)  # CPUs (and torch threads) per actor
+    gpus_per_worker: float = Field(default=0.0, ge=0)  # GPUs per actor (fractions share one)
 
 
 class _Actor:
