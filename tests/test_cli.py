@@ -222,3 +222,12 @@ def test_slice_parameters_must_suit_the_slices_own_method(llama: list[Path]) -> 
     bad = {**ok, "slices": [{**ok["slices"][0], "parameters": {"t": 0.3, "weight": 1.0}}]}
     with pytest.raises(ConfigError, match="slice 0: unknown parameter 'weight' for slerp"):
         check_parameter_names(load_recipe(bad))
+
+
+def test_help_text_is_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+    """Square brackets in help text are text, not rich markup ("(extra )" before)."""
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert (info.value.code or 0) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(extra [dashboard])" in out and "eval" in out

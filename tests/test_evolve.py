@@ -371,7 +371,7 @@ def test_a_batch_lowered_for_device_memory_reaches_the_report(
     monkeypatch.setattr(Evaluator, "_evaluate", small_device)
     lowered = evolve(load_config(config(tiny_zoo, tmp_path / "lowered", batch_size=16)))
     assert lowered.best_recipe == fits.best_recipe and lowered.test == fits.test
-    ours = [n for n in lowered.notes if "batch" in n]
+    ours = [n for n in lowered.notes if "batch size" in n or "batch_size" in n]
     assert ours == ["worker 0: out of device memory: batch size lowered to 8",
                     "worker 0: out of device memory: batch size lowered to 4",
                     "set batch_size: 4 (or smaller) to skip the retries next time"]

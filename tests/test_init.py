@@ -69,3 +69,47 @@ def test_the_written_config_runs(tmp_path: Path, capsys: pytest.CaptureFixture[s
     result = evolve(cfg)
     assert (tmp_path / "runs" / "evolve" / "best" / "model.safetensors").exists()
     assert (tmp_path / "runs" / "evolve" / "report.md").exists() and "best" in result.test
+
+
+@pytest.mark.parametrize("record, options", [
+    ({"prompt": "1+1=", "completion": " 2"}, {"answer_field": "completion"}),
+    ({"question": "1+1?", "answer": "2", "idx": 3},
+     {"prompt_field": "question", "id_field": "idx"}),
+    ({"instruction": "add", "output": "2", "options": ["1", "2"]},
+     {"prompt_field": "instruction", "answer_field": "output", "choices_field": "options"}),
+    ({"id": "a", "prompt": "1+1=", "answer": "2"}, None),
+])
+def test_init_maps_the_task_files_fields(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                         record: dict, options: dict | None) -> None:
+    """The first record says which field is the prompt and which the answer: the common
+    prompt/completion format works without hand-written options, and the task loads."""
+    import json
+
+    from evomerge.eval.sources import load_task_pair
+
+    for name in ("s", "t"):
+        (tmp_path / f"{name}.jsonl").write_text(json.dumps(record) + "\n")
+    out = tmp_path / "e.yaml"
+    code, err = run_cli(["init", "--base", str(ZOO_DIR / "base"), "--model",
+                         str(ZOO_DIR / "math_en"), "--task",
+                         f"mine={tmp_path / 's.jsonl'},{tmp_path / 't.jsonl'}", "-o", str(out)],
+                        capsys)
+    assert code == 0, err
+    task = load_config(out).tasks[0]
+    assert (task.options or None) == options
+    search, _ = load_task_pair(task)
+    assert search.items[0].answer == str(record.get("completion", record.get(
+        "answer", record.get("output"))))
+
+
+def test_init_names_the_fields_it_cannot_map(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("s", "t"):
+        (tmp_path / f"{name}.jsonl").write_text('{"q": "1+1", "a": "2"}\n')
+    out = tmp_path / "e.yaml"
+    code, err = run_cli(["init", "--base", str(ZOO_DIR / "base"), "--model",
+                         str(ZOO_DIR / "math_en"), "--task",
+                         f"mine={tmp_path / 's.jsonl'},{tmp_path / 't.jsonl'}", "-o", str(out)],
+                        capsys)
+    assert code == 2 and "its fields: q, a" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

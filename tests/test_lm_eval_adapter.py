@@ -104,3 +104,28 @@ def test_adapter_matches_lm_eval_logged_samples(task: str, offline_tasks: Path,
     sub = runner(task, subset)
     assert sub.ids == ["0", "3", "17", "30"]
     np.testing.assert_array_equal(sub.correct, [theirs[i] > 0.5 for i in (0, 3, 17, 30)])
+
+
+def test_no_git_noise_outside_a_git_work_tree(offline_tasks: Path, saved_model: Path,
+                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                              capfd: pytest.CaptureFixture[str]) -> None:
+    """lm-eval runs `git describe` for its results' git hash; outside a git work tree git
+    printed "fatal: not a git repository" on the terminal once per candidate."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from evomerge.eval.lm_eval_adapter import LMEvalRunner
+
+    if shutil.which("git") is None:
+        pytest.skip("no git here: nothing could print")
+    monkeypatch.chdir(tmp_path)  # not a git work tree
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    model = AutoModelForCausalLM.from_pretrained(saved_model, dtype=torch.float32)
+    runner = LMEvalRunner(model, AutoTokenizer.from_pretrained(saved_model), batch_size=8,
+                          include_path=offline_tasks)
+    capfd.readouterr()
+    runner("evomerge_numbers_gen", [0, 1])
+    captured = capfd.readouterr()
+    assert "not a git repository" not in captured.err + captured.out

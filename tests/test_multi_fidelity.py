@@ -36,7 +36,9 @@ def records(run_dir: Path) -> list[dict]:
 @pytest.mark.slow
 def test_smac_hyperband_reuses_items_across_fidelities_and_resumes_exactly(
         tiny_zoo: Path, tmp_path: Path) -> None:
-    result = evolve(load_config(config(tiny_zoo, tmp_path / "full")))
+    messages: list[str] = []
+    result = evolve(load_config(config(tiny_zoo, tmp_path / "full")),
+                    progress=lambda phase, done, total, msg: messages.append(msg))
     recs = [r for r in records(tmp_path / "full") if r["kind"] == "candidate"]
     budgets = sorted({r["budget"] for r in recs})
     assert budgets[0] == 20 and budgets[-1] == 180 and len(budgets) == 3  # eta 3: 20, 60, 180
@@ -59,6 +61,18 @@ def test_smac_hyperband_reuses_items_across_fidelities_and_resumes_exactly(
     # the best is chosen at the highest budget
     best = max((r for r in recs if r["budget"] == 180), key=lambda r: r["estimates"]["add_it"])
     assert result.best_recipe.model_dump(mode="json", exclude_none=True) == best["recipe"]
+    # progress and fitness.png show the best at the highest budget seen, never a 20-item 1.0
+    top, running = 0, float("-inf")
+    for h in result.history:
+        if h["budget"] > top:
+            top, running = h["budget"], h["mean"]
+        elif h["budget"] == top:
+            running = max(running, h["mean"])
+        assert (h["best_budget"], h["best"]) == (top, running)
+    shown = [m for m in messages if " at " in m and "items" in m]
+    budgets = [int(m.split(" at ")[1].split(" items")[0]) for m in shown]
+    assert budgets == sorted(budgets) and budgets[-1] == 180
+    assert f"best {best['estimates']['add_it']:.3f} at 180 items" in shown[-1]
     # a run cut in half resumes to the same record (SMAC replays from the store)
     lines = (tmp_path / "full" / "evaluations.jsonl").read_text().splitlines(keepends=True)
     cut = tmp_path / "cut"

@@ -129,3 +129,28 @@ def test_eval_user_mistakes_are_one_line(kobari: dict[str, Path], tmp_path: Path
         code, _, err = run_cli(args, capsys)
         assert code == 2, (args, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_np_merge_says_when_the_merge_is_below_its_inputs(kobari: dict[str, Path]) -> None:
+    """np-merge's test step: a merge below its best input (here the untrained base stands in
+    for a bad merge) is a note with the paired comparison, never silent."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from evomerge.npmerge.job import _test
+
+    test = load_task(kobari["test"], answer_field="completion")
+    tok = load_tokenizer(kobari["expert"])
+    notes: list[str] = []
+    cfg = SimpleNamespace(models=[str(kobari["expert"]), str(kobari["other"])])
+    scores = _test(cfg, test, tok, load_causal_lm(kobari["base"]), torch.device("cpu"),
+                   load_causal_lm, notes)
+    assert scores["np-merge"] == 0.0 and scores["expert"] > 0.4
+    best = max(("expert", "other"), key=lambda k: scores[k])
+    assert len(notes) == 1 and f"below input {best}" in notes[0] and "McNemar" in notes[0]
+    assert "a real loss" in notes[0]
+    notes.clear()
+    _test(cfg, test, tok, load_causal_lm(kobari[best]), torch.device("cpu"), load_causal_lm,
+          notes)
+    assert notes == []  # as good as the best input: nothing to say

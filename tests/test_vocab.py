@@ -235,3 +235,17 @@ def test_the_layer_stacking_space_refuses_a_vocabulary_merge(tiny_zoo: Path,
     with pytest.raises(ConfigError, match="does not merge vocabularies"):
         evolve(load_config(cfg))
     assert not (tmp_path / "run").exists()
+
+
+def test_union_keeps_the_chat_models_template_without_being_asked(
+        chat_family: dict[str, Path], tmp_path: Path) -> None:
+    """tokenizer_source: union without chat_template: the base has no template, the chat
+    fine-tune has one; the output keeps it instead of silently dropping it."""
+    from transformers import AutoTokenizer
+
+    base_tok = AutoTokenizer.from_pretrained(chat_family["base"])
+    assert not getattr(base_tok, "chat_template", None)
+    out = tmp_path / "merged"
+    run_evomerge(recipe(chat_family, tokenizer_source="union"), out)
+    tok = AutoTokenizer.from_pretrained(out)
+    assert tok.chat_template.strip() == CHAT_TEMPLATE.strip()

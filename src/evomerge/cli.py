@@ -23,7 +23,9 @@ from rich.progress import (
 
 from evomerge.errors import EvomergeError
 
+# rich_markup_mode=None: help text is plain text ("extra [dashboard]" is not a markup tag)
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="evomerge: merge language models and search merge recipes automatically.")
 err = Console(stderr=True)
 
@@ -186,6 +188,13 @@ def evolve(
     _print_result(result)
 
 
+DEMO_INTRO = (
+    "demo: the zoo's English math expert (math_en) and Italian language expert (lang_it) "
+    "merged by task arithmetic, their weights found by a genetic algorithm (16 x 8), scored "
+    "on arithmetic asked in Italian (zoo task add_it), against the input models and the "
+    "hand-set baselines")
+
+
 @app.command()
 def demo(
     run_dir: Annotated[Path, typer.Option(help="Where the demo run goes.")] = Path("runs/demo"),
@@ -201,6 +210,7 @@ def demo(
 
     resume = not fresh and (run_dir / "config.yaml").exists()
     cfg = demo_config(run_dir)
+    typer.echo(DEMO_INTRO)
     _on_interrupt(f"interrupted: run evomerge demo --run-dir {run_dir} again to resume")
     with _progress(quiet, log_every=log_every) as progress:
         result = run_evolve(cfg, resume=resume, fresh=fresh, progress=progress, log=typer.echo)
@@ -344,6 +354,10 @@ def _print_result(result) -> None:  # noqa: ANN001
     Console().print(table)
     if more:
         typer.echo(f"({more} more candidates in {result.run_dir / 'report.md'})")
+    from evomerge.run.export import recipe_summary
+
+    typer.echo(f"the answer: {result.chosen}: "
+               + recipe_summary(result.best_recipe.model_dump(mode="json", exclude_none=True)))
     for note in result.notes:
         err.print(f"note: {note}", highlight=False, markup=False)
     typer.echo(f"run directory: {result.run_dir} (report.md, plots, best/ checkpoint); "

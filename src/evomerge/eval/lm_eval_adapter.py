@@ -71,11 +71,19 @@ def logged_samples(lm: Any, task: Any, name: str, manager: Any,
     """lm-eval's logged samples by doc id and its aggregate results for ``task`` (a task name
     or a loaded task object named ``name``), on ``doc_ids`` of its evaluated documents (None:
     all of them)."""
+    from unittest import mock
+
+    import lm_eval.evaluator
+
     lm_eval = _import()[0]
-    out = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager,
-                                  samples={name: sorted(doc_ids)} if doc_ids is not None
-                                  else None, num_fewshot=num_fewshot, log_samples=True,
-                                  bootstrap_iters=0)
+    # lm-eval records the git commit of the working directory by running `git describe`,
+    # whose "fatal: not a git repository" reached the terminal once per candidate outside a
+    # git work tree; evomerge does not use that hash
+    with mock.patch.object(lm_eval.evaluator, "get_git_commit_hash", lambda: None):
+        out = lm_eval.simple_evaluate(model=lm, tasks=[task], task_manager=manager,
+                                      samples={name: sorted(doc_ids)} if doc_ids is not None
+                                      else None, num_fewshot=num_fewshot, log_samples=True,
+                                      bootstrap_iters=0)
     return {int(s["doc_id"]): s for s in out["samples"][name]}, out["results"][name]
 
 

@@ -184,38 +184,39 @@ def load_task(path: str | Path, *, name: str | None = None, id_field: str = "id"
     if not records:
         raise ConfigError(f"task file {p} has no records")
     items = []
+    # messages count records from 1, as the JSONL line numbers of _read_records do
     for row, rec in enumerate(records):
         missing = [f for f, t in ((prompt_field, prompt_template),
                                   (answer_field, answer_template)) if t is None and f not in rec]
         if missing:
-            raise ConfigError(f"task file {p}: record {row} has no field {missing[0]!r} (its "
+            raise ConfigError(f"task file {p}: record {row + 1} has no field {missing[0]!r} (its "
                               f"fields: {', '.join(map(str, rec))}; map them with the options "
                               "prompt_field / answer_field or prompt_template)")
         try:
             prompt, answer = prompt_of(rec), answer_of(rec)
         except Exception as exc:  # jinja: an undefined field, a bad filter
-            raise ConfigError(f"task file {p}: record {row}: template failed: {exc}") from None
+            raise ConfigError(f"task file {p}: record {row + 1}: template failed: {exc}") from None
         choices = rec.get(choices_field)
         if isinstance(choices, str):
             try:
                 choices = json.loads(choices) if choices.startswith("[") else choices.split("|")
             except json.JSONDecodeError:
-                raise ConfigError(f"task file {p}: record {row}: choices {choices!r} is not a "
+                raise ConfigError(f"task file {p}: record {row + 1}: choices {choices!r} is not a "
                                   "JSON list") from None
         if choices is not None:
             if not isinstance(choices, (list, tuple)) or not choices:
-                raise ConfigError(f"task file {p}: record {row}: choices must be a non-empty "
+                raise ConfigError(f"task file {p}: record {row + 1}: choices must be a non-empty "
                                   "list")
             choices = tuple(str(c) for c in choices)
             is_index = isinstance(answer, int) or (isinstance(answer, str) and answer.isdigit()
                                                    and answer not in choices)
             if isinstance(answer, bool) or (is_index and not 0 <= int(answer) < len(choices)):
-                raise ConfigError(f"task file {p}: record {row}: answer index {answer!r} is "
+                raise ConfigError(f"task file {p}: record {row + 1}: answer index {answer!r} is "
                                   f"not one of its {len(choices)} choices")
             if is_index:
                 answer = choices[int(answer)]
             elif str(answer) not in choices:
-                raise ConfigError(f"task file {p}: record {row}: answer {answer!r} is not one "
+                raise ConfigError(f"task file {p}: record {row + 1}: answer {answer!r} is not one "
                                   "of its choices")
         meta = {k: str(v) for k, v in rec.items()
                 if k not in (id_field, prompt_field, answer_field, choices_field)}

@@ -105,6 +105,8 @@ class Vocabulary:
             out = _copy(toks[base])
         elif how == "union":
             out = _union(base, models, toks, rows)
+            if not getattr(out, "chat_template", None):  # the base had none: keep the one
+                out.chat_template = _shared_template(toks.values())  # the inputs share most
         else:
             path = Path(str(how))
             if not path.is_dir():
@@ -267,6 +269,21 @@ def load_aligned_model(path: str, source: TensorSource, vocab: Vocabulary,
     return model
 
 
+def _shared_template(tokenizers: Any) -> str | None:
+    """The chat template most of ``tokenizers`` have (None when none has one): a union of a
+    base and its chat fine-tunes keeps the fine-tunes' template instead of dropping it."""
+    from collections import Counter
+
+    found = []
+    for tok in tokenizers:
+        template = getattr(tok, "chat_template", None)
+        if isinstance(template, dict):
+            template = template.get("default")
+        if template:
+            found.append(str(template).strip())
+    return Counter(found).most_common(1)[0][0] if found else None
+
+
 def chat_template_text(recipe: MergeRecipe, sources: Mapping[str, TensorSource]
                        ) -> str | None:
     """mergekit's ``chat_template``: ``auto`` (the template most input models share),
@@ -275,16 +292,8 @@ def chat_template_text(recipe: MergeRecipe, sources: Mapping[str, TensorSource]
     if not value:
         return None
     if value == "auto":
-        from collections import Counter
-
-        found = []
-        for m in recipe.referenced_models():
-            template = getattr(_load(tokenizer_dir(sources[m]), m), "chat_template", None)
-            if isinstance(template, dict):
-                template = template.get("default")
-            if template:
-                found.append(str(template).strip())
-        return Counter(found).most_common(1)[0][0] if found else None
+        return _shared_template(_load(tokenizer_dir(sources[m]), m)
+                                for m in recipe.referenced_models())
     if value == "chatml":
         return CHATML
     if "{" not in value:

@@ -157,7 +157,7 @@ def np_merge(config: NPMergeConfig, *, force: bool = False, progress: Progress |
     job = NPMergeJobResult(out, result.losses, validation=result.validation,
                            best_steps=result.best_steps, notes=_notes(config, result))
     if test_task is not None:
-        job.test = _test(config, test_task, tok, model, dev, load)
+        job.test = _test(config, test_task, tok, model, dev, load, job.notes)
     return job
 
 
@@ -215,13 +215,28 @@ def _save(tmp: Path, model: torch.nn.Module, tok: Any, config: NPMergeConfig,
 
 
 def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,
-          dev: torch.device, load: Callable[[str], torch.nn.Module]) -> dict[str, float]:
+          dev: torch.device, load: Callable[[str], torch.nn.Module], notes: list[str]
+          ) -> dict[str, float]:
+    """Test accuracy of every input and of the merge; a merge below its best input is said
+    in ``notes`` with the paired comparison, so a worse model is never written silently."""
     from evomerge.eval.evaluator import Evaluator
+    from evomerge.stats import paired
 
-    scores = {}
+    scores, answers = {}, {}
     for i, path in enumerate(config.models):
         endpoint = load(path).to(dev)
         label = Path(path).name if Path(path).name not in scores else f"{Path(path).name}#{i}"
-        scores[label] = Evaluator(endpoint, tok, batch_size=64)(task).accuracy
-    scores["np-merge"] = Evaluator(merged.to(dev), tok, batch_size=64)(task).accuracy
+        res = Evaluator(endpoint, tok, batch_size=64)(task)
+        scores[label], answers[label] = res.accuracy, res.as_dict()
+        del endpoint
+    res = Evaluator(merged.to(dev), tok, batch_size=64)(task)
+    scores["np-merge"] = res.accuracy
+    best = max(answers, key=lambda k: scores[k])
+    if res.accuracy < scores[best]:
+        cmp = paired({"t": {k: int(v) for k, v in res.as_dict().items()}},
+                     {"t": {k: int(v) for k, v in answers[best].items()}}, best)
+        notes.append(f"the merge scores {100 * res.accuracy:.1f} % on the test items, below "
+                     f"input {best} ({100 * scores[best]:.1f} %); "
+                     + cmp.sentence("test", "the merge")
+                     + "; the input model may serve better")
     return scores

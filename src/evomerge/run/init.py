@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -43,7 +44,7 @@ seed: 0
 """
 
 
-def task_entry(spec: str) -> dict[str, str]:
+def task_entry(spec: str) -> dict[str, Any]:
     """``NAME=SEARCH[,TEST]`` (files), ``NAME=lm_eval:TASK`` or a zoo task name."""
     if "=" not in spec:
         return {"name": spec, "zoo": spec}
@@ -57,7 +58,48 @@ def task_entry(spec: str) -> dict[str, str]:
     for f in (search, test):
         if not Path(f).exists():
             raise ConfigError(f"task {name}: {f} does not exist")
-    return {"name": name, "search": search, "test": test}
+    entry: dict[str, Any] = {"name": name, "search": search, "test": test}
+    options = sniff_fields(name, search)
+    if options:
+        entry["options"] = options
+    return entry
+
+
+# the names datasets commonly give a record's parts, most usual first
+FIELD_NAMES = {
+    "prompt_field": ("prompt", "question", "input", "instruction", "query", "problem",
+                     "source", "text", "context"),
+    "answer_field": ("answer", "completion", "output", "response", "target", "label",
+                     "solution", "gold", "reference"),
+    "choices_field": ("choices", "options", "endings"),
+    "id_field": ("id", "idx", "uid", "question_id", "doc_id"),
+}
+
+
+def sniff_fields(name: str, path: str) -> dict[str, str]:
+    """The field mapping a task file needs (``answer_field: completion`` for the
+    prompt/completion format, ...), read from its first record; nothing when the defaults
+    fit. A file whose prompt or answer cannot be recognised is one line naming its
+    fields."""
+    from evomerge.eval.tasks import _read_records
+
+    first = next(iter(_read_records(Path(path))), None)
+    if not isinstance(first, dict):
+        raise ConfigError(f"task {name}: {path} has no records")
+    fields = list(first)
+    options: dict[str, str] = {}
+    for option, names in FIELD_NAMES.items():
+        found = next((n for n in names if n in first), None)
+        if found is None:
+            if option in ("prompt_field", "answer_field"):
+                raise ConfigError(
+                    f"task {name}: cannot tell which field of {path} is the "
+                    f"{option.split('_')[0]} (its fields: {', '.join(fields)}); write the "
+                    "task entry with options {prompt_field: ..., answer_field: ...}")
+            continue
+        if found != option.removesuffix("_field") and found != "id":
+            options[option] = found
+    return options
 
 
 def init_config(base: str, models: list[str], tasks: list[str], out: Path,

@@ -34,16 +34,25 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
     if result.history:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         gens = [h["generation"] + 1 for h in result.history]
-        ax.plot(gens, [h["best"] for h in result.history], marker="o", label="best")
-        ax.plot(gens, [h["mean"] for h in result.history], marker=".", label="mean")
+        several = len(tasks) >= 2 and all("tasks" in h for h in result.history)
+        if several:  # every task's best per generation, not the first task's alone
+            for k, t in enumerate(tasks):
+                ax.plot(gens, [h["tasks"][t] for h in result.history], marker="o",
+                        color=f"C{k}", label=f"best {t}")
+        else:
+            multi = "best_budget" in result.history[0]
+            ax.plot(gens, [h["best"] for h in result.history], marker="o",
+                    label="best at the highest budget so far" if multi else "best")
+            ax.plot(gens, [h["mean"] for h in result.history], marker=".",
+                    label="this trial" if multi else "mean")
         inputs = [(r["label"], r["validation"].get(tasks[0])) for r in result.final
                   if r["role"] == "input" and r["validation"].get(tasks[0]) is not None]
         for k, (label, value) in enumerate(inputs):  # what the search has to beat
             ax.axhline(value, color=f"C{k + 2}", ls="--", lw=0.8, label=f"{label} (input)")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("trial" if "budget" in result.history[0] else "generation")
-        ax.set_ylabel(f"estimated accuracy ({tasks[0]})")
-        ax.legend()
+        ax.set_ylabel("estimated accuracy" if several else f"estimated accuracy ({tasks[0]})")
+        ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(out / "fitness.png", dpi=120)
         plt.close(fig)
@@ -57,7 +66,7 @@ def write_report(result: EvolveResult, tasks: list[str], estimates: np.ndarray,
                 if t in row["validation"]:
                     ax.axhline(row["validation"][t], color=f"C{j + 2}", ls="--", lw=0.8,
                                label=f"{row['label']} (input)")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # no overlap
             ax.set_xlabel("candidates evaluated")
             ax.set_title(t)
         axes[0][0].set_ylabel("estimated accuracy")

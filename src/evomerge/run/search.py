@@ -51,7 +51,11 @@ class Search:
         self.space, self.tasks, self.evals = space, tasks, evals
         self.optimizer, self.termination = optimizer, termination
         self.known: Known = {}
-        self.best_so_far = float("-inf")  # the first objective's best estimate, for progress
+        # the first objective's best estimate, for progress; multi-fidelity: at the highest
+        # budget seen (a 4-item budget's 1.000 is not a best)
+        self.best_so_far = float("-inf")
+        self.best_budget = 0
+        evals.on_candidate = self.track_best
 
     def run(self) -> list[dict[str, Any]]:
         """Ask, score, tell until the termination says stop; returns the history (one row
@@ -76,20 +80,25 @@ class Search:
             if trials[0].budget is None:
                 history.append({"generation": trials[0].generation,
                                 "best": float(values[:, 0].max()),
-                                "mean": float(values[:, 0].mean()), "items": term.items})
+                                "mean": float(values[:, 0].mean()), "items": term.items,
+                                "tasks": {ts.name: float(values[:, k].max())
+                                          for k, ts in enumerate(self.tasks)}})
                 continue
             items = term.items - int(sum(new_items))
+            top, best = ((history[-1]["best_budget"], history[-1]["best"]) if history
+                         else (0, float("-inf")))
             for t, v, n in zip(trials, values, new_items, strict=True):
                 items += n
-                history.append({"generation": t.generation, "best": max(
-                    [float(v[0])] + [h["best"] for h in history[-1:]]), "mean": float(v[0]),
-                    "budget": t.budget, "items": items})
+                top, best = _best_at_top(top, best, int(t.budget or 0), float(v[0]))
+                history.append({"generation": t.generation, "best": best, "mean": float(v[0]),
+                                "budget": t.budget, "best_budget": top, "items": items})
         return history
 
     def _message(self, trial: Trial) -> str:
         best = f"best {self.best_so_far:.3f}" if self.best_so_far > float("-inf") else "best -"
         if trial.budget is not None:
-            return f"trial {trial.generation + 1} {best}"
+            at = f" at {self.best_budget} items" if self.best_budget else ""
+            return f"trial {trial.generation + 1} {best}{at}"
         limit = self.termination.generations
         stale = self.termination.stale  # generations since the best estimate last rose
         still = f" (unchanged for {stale} generations)" if stale >= 2 else ""
@@ -157,12 +166,28 @@ class Search:
             out.append(ts.estimate([got[i] for i in needed[ts.name]], budget))
         return np.array(out)
 
+    def track_best(self, rec: EvalRecord) -> None:
+        """The best estimate the progress line shows, updated as each candidate completes."""
+        self.best_budget, self.best_so_far = _best_at_top(
+            self.best_budget, self.best_so_far, int(rec.get("budget", 0)),
+            rec["estimates"][self.tasks[0].name])
+
     def remember(self, rec: EvalRecord) -> None:
-        self.best_so_far = max(self.best_so_far, rec["estimates"][self.tasks[0].name])
+        self.track_best(rec)  # records answered from the store (resume) too
         text = recipe_text(rec["recipe"])
         for t, res in rec["tasks"].items():
             self.known.setdefault(text, {}).setdefault(t, {}).update(
                 zip(res["ids"], res["correct"], strict=True))
+
+
+def _best_at_top(top: int, best: float, budget: int, value: float) -> tuple[int, float]:
+    """(budget, best) after one more score: the best at the highest budget seen so far
+    (a higher budget starts over; a lower one does not count)."""
+    if budget > top:
+        return budget, value
+    if budget == top:
+        return top, max(best, value)
+    return top, best
 
 
 def recipe_text(recipe: dict[str, Any]) -> str:
