@@ -154,3 +154,25 @@ def test_np_merge_says_when_the_merge_is_below_its_inputs(kobari: dict[str, Path
     _test(cfg, test, tok, load_causal_lm(kobari[best]), torch.device("cpu"), load_causal_lm,
           notes)
     assert notes == []  # as good as the best input: nothing to say
+
+
+def test_pre_search_warnings_by_rule() -> None:
+    """Each rule against hand-made scores, and the demo's cross-lingual case (inputs near 0
+    by design) raises nothing."""
+    from evomerge.run.precheck import input_warnings
+
+    demo = {"base": {"add_it": 0.0}, "math_en": {"add_it": 0.0}, "lang_it": {"add_it": 0.05}}
+    assert input_warnings(demo, ["add_it"], 20) == []
+    zero = {"base": {"a": 0.0, "b": 0.0}, "m1": {"a": 0.0, "b": 0.0}}
+    (w,) = input_warnings(zero, ["a", "b"], 20)
+    assert w.startswith("every input model, base included, scores 0 % on the first 20")
+    one_task = {"base": {"a": 0.0, "b": 0.3}, "m1": {"a": 0.0, "b": 0.6}}
+    (w,) = input_warnings(one_task, ["a", "b"], 20)
+    assert w.startswith("task 'a': every input model scores 0 %")
+    silent = {"base": {"a": 0.1}, "m1": {"a": 0.5}, "broken": {"a": 0.0}}
+    (w,) = input_warnings(silent, ["a"], 20)
+    assert w.startswith("model 'broken' scores 0 % on the first 20 search items of every task")
+    named = {"base": {"math_add": 0.3}, "math_expert": {"math_add": 0.2},
+             "other": {"math_add": 0.5}}
+    (w,) = input_warnings(named, ["math_add"], 20)
+    assert w.startswith("model 'math_expert' is named like task 'math_add' but scores 20 %")
