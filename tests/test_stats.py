@@ -43,7 +43,7 @@ def test_paired_counts_only_shared_items_pooled_over_tasks() -> None:
     assert cmp.p == pytest.approx(1.0) and not cmp.real
     assert "within noise" in cmp.sentence("test")
     lost = paired(other, answer, "ties")
-    assert "reverses" in lost.sentence("test")
+    assert "lower here, within noise" in lost.sentence("test")
     real = paired({"t": {str(i): 1 for i in range(20)}}, {"t": {str(i): 0 for i in range(20)}},
                   "base")
     assert real.real and "a real gain" in real.sentence("test")
@@ -63,3 +63,29 @@ def test_bounded_front_counts_ties_once_and_caps_by_spread() -> None:
     capped = bounded_front(line, pareto_front(line), cap=4)
     # each task's best (the two ends), then the most spread out
     assert len(capped) == 4 and {0, 10} <= set(capped.tolist())
+
+
+def test_the_answer_is_compared_with_the_best_input_and_baseline_on_the_same_items() -> None:
+    from evomerge.run.baselines import model_recipe
+    from evomerge.run.finish import Contender, compare_answer
+
+    def items(right: int, n: int = 10) -> dict[str, dict[str, int]]:
+        return {"t": {str(i): int(i < right) for i in range(n)}}
+
+    def contender(label: str, role: str, val: int, test: int) -> Contender:
+        c = Contender(label, role, model_recipe(label))
+        c.validation_items, c.test_items = items(val), items(test)
+        c.validation, c.test = {"t": val / 10}, {"t": test / 10}
+        return c
+
+    answer = contender("candidate 3", "candidate", 8, 5)
+    pool = [contender("a", "input", 6, 7), contender("b", "input", 2, 9),
+            contender("ties", "baseline", 7, 4), answer]
+    notes: list[str] = []
+    out = compare_answer(answer, pool, notes)
+    # the best input by validation is a (6 > 2), not b (best on test: never chosen by test)
+    assert [(c["against"], c["split"]) for c in out] == [
+        ("a", "validation"), ("a", "test"), ("ties", "validation"), ("ties", "test")]
+    assert (out[1]["wins"], out[1]["losses"], out[1]["gain"]) == (0, 2, -0.2)
+    assert len(notes) == 2 and "reverses on the held-out items" in notes[0]
+    assert "reverses" not in notes[1] and "+10.0 points against ties" in notes[1]

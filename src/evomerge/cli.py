@@ -135,7 +135,7 @@ def _print_scores(report) -> None:  # noqa: ANN001
     for m in report.models:
         table.add_row(m.label, *(f"{100 * s.accuracy:.1f} [{100 * s.interval[0]:.1f}-"
                                  f"{100 * s.interval[1]:.1f}]" for s in m.tasks.values()))
-    Console().print(table)
+    _table_console().print(table)
     for m in report.models:
         for note in m.notes:
             err.print(f"note: {m.label}: {note}", highlight=False, markup=False)
@@ -321,6 +321,12 @@ def dashboard(
 MAX_ROWS = 20  # rows of the final table on the terminal (all of them in report.md)
 
 
+def _table_console() -> Console:
+    """A terminal's own width; without one (a log file, CI) a table is not squeezed into
+    80 columns."""
+    return Console() if sys.stdout.isatty() else Console(width=160)
+
+
 def _print_result(result) -> None:  # noqa: ANN001
     from rich.table import Table
 
@@ -329,14 +335,19 @@ def _print_result(result) -> None:  # noqa: ANN001
     names = list(next(iter(result.test.values())))
     more = 0
     if result.final:  # estimate, validation and test of every contender of the final choice
-        table = Table(title="final choice: accuracy (%) on the search subset (estimate), the "
-                      "whole search split (validation) and the held-out test split, with "
-                      f"the 95 % interval ({item_counts(result.final, names)})")
-        table.add_column("model")
+        # with several tasks the estimates stay in report.md, so the table fits 80 columns
+        keep = [k for k in range(3 * len(names)) if len(names) == 1 or k % 3]
+        table = Table(title="final choice: accuracy (%) "
+                      + ("on the search subset (estimate), " if len(names) == 1 else "")
+                      + "on the whole search split (validation) and the held-out test split, "
+                      f"with the 95 % interval ({item_counts(result.final, names)})")
+        table.add_column("model", no_wrap=True)
         table.add_column("role")
-        for column in final_columns(names):
-            table.add_column(column, justify="right")
-        rows = final_rows(result.final, names, noise="short")
+        columns = final_columns(names)
+        for k in keep:
+            table.add_column(columns[k], justify="right", no_wrap=True)
+        rows = [(r, [c[k] for k in keep])
+                for r, c in final_rows(result.final, names, noise="short")]
         # at most MAX_ROWS: the answer, the inputs and baselines, then the best candidates
         room = MAX_ROWS - sum(r["chosen"] or r["role"] != "candidate" for r, _ in rows)
         shown = [(r, c) for r, c in rows if r["chosen"] or r["role"] != "candidate"
@@ -351,7 +362,7 @@ def _print_result(result) -> None:  # noqa: ANN001
             table.add_column(n, justify="right")
         for label, accs in result.test.items():
             table.add_row(label, *(f"{100 * accs[n]:.1f}" for n in names))
-    Console().print(table)
+    _table_console().print(table)
     if more:
         typer.echo(f"({more} more candidates in {result.run_dir / 'report.md'})")
     from evomerge.run.export import recipe_summary

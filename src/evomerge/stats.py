@@ -71,7 +71,7 @@ class Paired:
         elif self.gain > 0:
             verdict = "within noise: not shown to be better"
         elif self.gain < 0:
-            verdict = "it reverses here, within noise"
+            verdict = "lower here, within noise"
         else:
             verdict = "no difference"
         return f"{head} ({counts}): {verdict}"

@@ -278,14 +278,19 @@ def compare_answer(chosen: Contender, contenders: list[Contender], notes: list[s
         if not others:
             continue
         other = max(others, key=Contender.score)
+        gains = {}
         for split in ("validation", "test"):
             mine, theirs = getattr(chosen, f"{split}_items"), getattr(other, f"{split}_items")
             if not mine or not theirs:
                 continue
             cmp = paired(mine, theirs, other.label)
+            gains[split] = cmp.gain
             out.append({"role": role, "split": split, **cmp.as_dict()})
             if split == "test":
-                notes.append(cmp.sentence("held-out test"))
+                reverses = gains.get("validation", 0) > 0 > cmp.gain
+                notes.append(cmp.sentence("held-out test") + (
+                    "; the gain seen on the validation items reverses on the held-out items"
+                    if reverses else ""))
     return out
 
 
