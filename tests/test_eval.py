@@ -249,5 +249,4 @@ def test_scoring_computes_the_head_for_answer_positions_only(families, monkeypat
         handle.remove()
     # packed choices: 1 + 0 + 2 tokens after the prompt, plus the prompt's last position
     assert mc_widths == [4, 4, 4]
-    # 3 answer tokens, then the end: the start-of-task check's 8 items, then the 12
-    assert widths == [4, 4] + [4, 4, 4]
+    assert widths == [4, 4, 4]  # 3 answer tokens, then the end (the check only generates)

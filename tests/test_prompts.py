@@ -191,3 +191,19 @@ def test_chat_without_a_template_stops_a_search_before_any_work(tmp_path: Any) -
     with pytest.raises(ConfigError, match="no chat template"):
         evolve(cfg)
     assert not (tmp_path / "run").exists()
+
+
+def test_one_evaluator_renders_each_prompt_setting_anew(model: torch.nn.Module) -> None:
+    """Prompts are cached per evaluator; a task of the same name and items but another
+    few-shot pool, delimiter or chat setting gets its own prompt, not the cached one."""
+    tok = tokenizer(chat=True)
+    ev = Evaluator(model, tok)
+    other = Item("s2", "due più uno ?", "3")
+    tasks = [Task("t", (ITEM,), fewshot=1, fewshot_pool=(SHOT,)),
+             Task("t", (ITEM,), fewshot=1, fewshot_pool=(other,)),
+             Task("t", (ITEM,), fewshot=1, fewshot_pool=(SHOT,), fewshot_delimiter=" ? "),
+             Task("t", (ITEM,), chat=True)]
+    got = [ev._prompt_ids(t, ITEM) for t in tasks]
+    fresh = [Evaluator(model, tok)._prompt_ids(t, ITEM) for t in tasks]
+    assert got == fresh and len({tuple(g) for g in got}) == 4
+    assert ev._prompt_ids(tasks[0], ITEM) == got[0]  # back to the first: from the cache

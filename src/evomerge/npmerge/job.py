@@ -233,8 +233,7 @@ def _test(config: NPMergeConfig, task: Task, tok: Any, merged: torch.nn.Module,
     scores["np-merge"] = res.accuracy
     best = max(answers, key=lambda k: scores[k])
     if res.accuracy < scores[best]:
-        cmp = paired({"t": {k: int(v) for k, v in res.as_dict().items()}},
-                     {"t": {k: int(v) for k, v in answers[best].items()}}, best)
+        cmp = paired({"t": res.as_dict()}, {"t": answers[best]}, best)
         notes.append(f"the merge scores {100 * res.accuracy:.1f} % on the test items, below "
                      f"input {best} ({100 * scores[best]:.1f} %); "
                      + cmp.sentence("test", "the merge")
